@@ -153,16 +153,19 @@ def real_config(family: str) -> ModelConfig:
 def tiny_config(family: str) -> ModelConfig:
     """A few-MB version of a family: same block structure and key names, small widths and depths."""
     cfg = real_config(family)
-    te_width = 32
+    # Different widths per kind, as in the real models (768 vs 1024/1280): diffusers' single-file
+    # loader tells SDXL's two encoders apart by width.
+    widths = {CLIP_L: 32, OPEN_CLIP: 48}
     for te in cfg.text_encoders:
-        te["config"].update(hidden_size=te_width, intermediate_size=64, num_attention_heads=4, projection_dim=te_width)
+        width = widths[te["kind"]]
+        te["config"].update(hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, projection_dim=width)
         te["config"]["num_hidden_layers"] = 3 - te.get("drop_last_layers", 0)
     unet = cfg.unet
     levels = len(unet["block_out_channels"])
     unet["block_out_channels"] = [32, 64, 64, 64][:levels]
     unet["norm_num_groups"] = 8
     unet["sample_size"] = 8
-    unet["cross_attention_dim"] = te_width * len(cfg.text_encoders)
+    unet["cross_attention_dim"] = sum(te["config"]["hidden_size"] for te in cfg.text_encoders)
     if family == "sd1":
         unet["attention_head_dim"] = 4
     else:
@@ -170,6 +173,6 @@ def tiny_config(family: str) -> ModelConfig:
     if family == "sdxl":
         unet["transformer_layers_per_block"] = [1, 2, 2]
         unet["addition_time_embed_dim"] = 8
-        unet["projection_class_embeddings_input_dim"] = 6 * 8 + te_width
+        unet["projection_class_embeddings_input_dim"] = 6 * 8 + cfg.text_encoders[1]["config"]["projection_dim"]
     cfg.vae.update(block_out_channels=[32, 32, 64, 64], norm_num_groups=8, sample_size=64)
     return cfg
