@@ -71,8 +71,8 @@ def _view(tensor: torch.Tensor, source: Source, shape: torch.Size) -> torch.Tens
     return tensor
 
 
-def assign_weights(name: str, module: nn.Module, sources: Dict[str, Source], state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Fill a meta-device module with views of `state_dict`; a clear error on what is missing."""
+def collect_views(name: str, module: nn.Module, sources: Dict[str, Source], state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """{module key: view of the source tensor}, after checking that every key exists with its shape."""
     expected = module.state_dict(keep_vars=True)
     missing = [s.key for s in sources.values() if s.key not in state_dict]
     if missing:
@@ -91,6 +91,12 @@ def assign_weights(name: str, module: nn.Module, sources: Dict[str, Source], sta
             f"the {name.replace('_', ' ')} does not match the expected architecture "
             f"({len(mismatched)} tensors differ), e.g. {'; '.join(mismatched[:3])}"
         )
+    return tensors
+
+
+def assign_weights(name: str, module: nn.Module, sources: Dict[str, Source], state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Fill a meta-device module with views of `state_dict`; a clear error on what is missing."""
+    tensors = collect_views(name, module, sources, state_dict)
     module.load_state_dict(tensors, strict=False, assign=True)
     _rebuild_buffers(module)
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
@@ -114,6 +120,14 @@ def load_modules(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]) ->
         assign_weights(name, module, sources, state_dict)
         module.requires_grad_(False)
         module.eval()
+    return unet, vae, encoders
+
+
+def verify_layout(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> Tuple[nn.Module, nn.Module, List[nn.Module]]:
+    """Check keys and shapes only (works on meta tensors); returns the empty modules."""
+    unet, vae, encoders = build_modules(config)
+    for name, module, sources in part_sources(config, unet, vae, encoders):
+        collect_views(name, module, sources, state_dict)
     return unet, vae, encoders
 
 
