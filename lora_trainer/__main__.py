@@ -16,6 +16,7 @@ from lora_trainer.errors import UserError
 COMMAND_MODULES = [
     "lora_trainer.cli.model_commands",
     "lora_trainer.cli.tags_commands",
+    "lora_trainer.cli.demo_command",
 ]
 
 
