@@ -34,29 +34,34 @@ class NetworkSpec:
         return self.type in ("locon", "loha", "lokr")
 
 
-def _leaf(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
+@dataclass(frozen=True)
+class LayerGroup:
+    """Layers that share one rank and alpha (peft builds one config per group)."""
+
+    paths: Tuple[str, ...]
+    rank: int
+    alpha: float
 
 
-def _peft_config(spec: NetworkSpec, targets: List[Target]):
+def training_groups(spec: NetworkSpec, targets: List[Target]) -> List[LayerGroup]:
+    """The normal rank for Linear/1x1 layers, the conv rank for 3x3 convolutions."""
+    groups = [
+        LayerGroup(tuple(t.path for t in targets if not t.conv3x3), spec.rank, spec.alpha),
+        LayerGroup(tuple(t.path for t in targets if t.conv3x3), spec.conv_rank, spec.conv_alpha),
+    ]
+    return [g for g in groups if g.paths]
+
+
+def _peft_config(spec: NetworkSpec, group: LayerGroup):
     from peft import LoHaConfig, LoKrConfig, LoraConfig
 
-    paths = [t.path for t in targets]
-    # peft matches pattern keys as `.*\.<key>$`: leaf names tell 3x3 convs (conv1, conv2, conv) apart.
-    conv_leaves = sorted({_leaf(t.path) for t in targets if t.conv3x3})
-    rank_pattern = {leaf: spec.conv_rank for leaf in conv_leaves}
-    alpha_pattern = {leaf: spec.conv_alpha for leaf in conv_leaves}
+    paths = list(group.paths)
     if spec.type in ("lora", "locon"):
-        return LoraConfig(
-            r=spec.rank, lora_alpha=spec.alpha, target_modules=paths, lora_dropout=spec.dropout,
-            rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, init_lora_weights=True,
-        )
+        return LoraConfig(r=group.rank, lora_alpha=group.alpha, target_modules=paths, lora_dropout=spec.dropout, init_lora_weights=True)
     if spec.type == "loha":
-        return LoHaConfig(r=spec.rank, alpha=spec.alpha, target_modules=paths, module_dropout=spec.dropout,
-                          rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, init_weights=True)
+        return LoHaConfig(r=group.rank, alpha=group.alpha, target_modules=paths, module_dropout=spec.dropout, init_weights=True)
     if spec.type == "lokr":
-        return LoKrConfig(r=spec.rank, alpha=spec.alpha, target_modules=paths, module_dropout=spec.dropout,
-                          rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, init_weights=True)
+        return LoKrConfig(r=group.rank, alpha=group.alpha, target_modules=paths, module_dropout=spec.dropout, init_weights=True)
     raise ValueError(f"unknown network type {spec.type!r}; expected one of {', '.join(NETWORK_TYPES)}")
 
 
@@ -80,7 +85,7 @@ class AdapterSet:
 
     spec: NetworkSpec
     components: Dict[str, nn.Module]
-    tuners: Dict[str, object] = field(default_factory=dict)
+    tuners: Dict[str, List[object]] = field(default_factory=dict)
     removed: bool = False
 
     def layers(self, component: str) -> Iterator[Tuple[str, nn.Module]]:
@@ -118,8 +123,9 @@ class AdapterSet:
         """Put the original layer objects back (idempotent)."""
         if self.removed:
             return
-        for component, tuner in self.tuners.items():
-            tuner.unload()
+        for component, tuners in self.tuners.items():
+            for tuner in tuners:
+                tuner.unload()  # the first one restores every peft layer of the component
             module = self.components[component]
             if hasattr(module, "peft_config"):
                 del module.peft_config
@@ -132,17 +138,17 @@ def _attach_dora(adapters: AdapterSet, component: str) -> None:
         dora_module.attach(layer, base.weight, lambda layer=layer: layer.get_delta_weight(ADAPTER))
 
 
-def inject(components: Dict[str, nn.Module], spec: NetworkSpec) -> AdapterSet:
-    """Wrap the target layers of each component; components map names to modules."""
+def inject_groups(components: Dict[str, nn.Module], spec: NetworkSpec, groups: Dict[str, List[LayerGroup]]) -> AdapterSet:
+    """Wrap the layers of each group; `groups` maps component names to their layer groups."""
     adapters = AdapterSet(spec, dict(components))
     tuner_class = _tuner_class(spec)
     try:
-        for name, module in components.items():
-            targets = unet_targets(module, spec.include_conv) if name == "unet" else text_encoder_targets(module)
-            if not targets:
-                continue
-            adapters.tuners[name] = tuner_class(module, _peft_config(spec, targets), ADAPTER)
-            if spec.dora:
+        for name, component_groups in groups.items():
+            for group in component_groups:
+                tuner = tuner_class(components[name], _peft_config(spec, group), ADAPTER)
+                adapters.tuners.setdefault(name, []).append(tuner)
+        for name in adapters.tuners:
+            if spec.dora:  # after every tuner: peft freezes parameters without its own prefix
                 _attach_dora(adapters, name)
             for param in adapters.parameters(name):
                 param.data = param.data.float()  # fp32 adapters even over half-precision weights
@@ -150,3 +156,12 @@ def inject(components: Dict[str, nn.Module], spec: NetworkSpec) -> AdapterSet:
         adapters.remove()
         raise
     return adapters
+
+
+def inject(components: Dict[str, nn.Module], spec: NetworkSpec) -> AdapterSet:
+    """Wrap kohya's default target layers of each component (UNet, text encoders) for training."""
+    groups = {}
+    for name, module in components.items():
+        targets = unet_targets(module, spec.include_conv) if name == "unet" else text_encoder_targets(module)
+        groups[name] = training_groups(spec, targets)
+    return inject_groups(components, spec, groups)
