@@ -1,0 +1,52 @@
+"""One stream of events for a run: start, step, sample, save, warning, error, done.
+
+The trainer only emits; the UI, the CLI progress bar, metrics.jsonl and TensorBoard are
+listeners. A listener that raises is dropped with a warning, never the run.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("start", "step", "sample", "save", "warning", "error", "done")
+
+
+@dataclass
+class Event:
+    kind: str
+    data: Dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> Dict[str, Any]:
+        """A JSON-safe dict (images are replaced by their file paths)."""
+        data = {k: v for k, v in self.data.items() if k != "images"}
+        return {"event": self.kind, "time": round(self.time, 3), **data}
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self, listeners: List[Listener] = ()):
+        self.listeners: List[Listener] = list(listeners)
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, kind: str, **data: Any) -> Event:
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        event = Event(kind, data)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a broken listener must not end the run
+                logger.warning("event listener %r failed and was removed: %s", listener, exc)
+                self.listeners.remove(listener)
+        return event
+
+    def warning(self, message: str) -> None:
+        self.emit("warning", message=message)
