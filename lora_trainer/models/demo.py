@@ -15,7 +15,7 @@ from torch import nn
 
 from lora_trainer.models.families import OPEN_CLIP, ModelConfig, tiny_config
 from lora_trainer.models.keymap_text import TEXT_ENCODER_PREFIXES
-from lora_trainer.models.layout import build_modules, to_original_layout
+from lora_trainer.models.layout import build_modules, rebuild_buffers, to_original_layout
 
 DEMO_FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")
 
@@ -52,7 +52,8 @@ def random_modules(config: ModelConfig, seed: int = 0) -> Tuple[nn.Module, nn.Mo
                 state[name] = torch.arange(tensor.shape[-1]).expand(1, -1).clone()
             else:
                 state[name] = _random_like(name, tensor.shape, generator)
-        module.load_state_dict(state, assign=True)
+        module.load_state_dict(state, strict=False, assign=True)
+        rebuild_buffers(module)
         module.requires_grad_(False)
         module.eval()
     return unet, vae, encoders

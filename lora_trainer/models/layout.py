@@ -98,13 +98,14 @@ def assign_weights(name: str, module: nn.Module, sources: Dict[str, Source], sta
     """Fill a meta-device module with views of `state_dict`; a clear error on what is missing."""
     tensors = collect_views(name, module, sources, state_dict)
     module.load_state_dict(tensors, strict=False, assign=True)
-    _rebuild_buffers(module)
+    rebuild_buffers(module)
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftover:
         raise CheckpointError(f"the {name.replace('_', ' ')} has tensors no key filled: {', '.join(leftover[:4])}")
 
 
-def _rebuild_buffers(module: nn.Module) -> None:
+def rebuild_buffers(module: nn.Module) -> None:
+    """Recreate buffers that are not (reliably) in checkpoints: CLIP's position ids."""
     persistent = set(module.state_dict(keep_vars=True))
     for name, buffer in list(module.named_buffers()):
         if name.endswith("position_ids"):
