@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 PY ?= python3
-PY310 ?= $(shell command -v python3.10 || echo $(HOME)/.pyenv/versions/3.10.13/bin/python3.10)
+PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
 VENV := .venv
 VENV_FORGE := .venv-forge
 VENV_310 := .venv-py310
@@ -42,7 +42,7 @@ test-forge: setup-forge
 	$(VENV_FORGE)/bin/python -m pytest tests -q -m "forge_only or both_profiles"
 
 test-py310: setup-py310
-	$(VENV_310)/bin/python -m compileall -q lora_trainer scripts install.py
+	$(VENV_310)/bin/python -m compileall -q lora_trainer $(wildcard scripts install.py bench)
 	$(VENV_310)/bin/python -m pytest tests -q
 
 demo: setup
