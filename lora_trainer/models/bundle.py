@@ -65,6 +65,7 @@ def make_noise_scheduler(prediction_type: str):
         beta_end=0.012,
         beta_schedule="scaled_linear",
         clip_sample=False,
+        steps_offset=1,
         prediction_type=prediction_type,
     )
 

@@ -17,9 +17,13 @@ def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, times
 
 
 def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    from diffusers.training_utils import compute_snr
+    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep.
 
-    return compute_snr(scheduler, timesteps)
+    diffusers' `training_utils.compute_snr` computes the same, but that module does not import on
+    transformers 4.30 (A1111's pin), so the one-line formula lives here.
+    """
+    alphas_cumprod = scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]
+    return alphas_cumprod / (1.0 - alphas_cumprod)
 
 
 def per_sample_loss(prediction: torch.Tensor, target: torch.Tensor, loss_type: str = "l2", huber_c: float = 0.1) -> torch.Tensor:

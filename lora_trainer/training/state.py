@@ -29,6 +29,7 @@ class RunState:
     order: List[List[int]] = field(default_factory=list)  # this epoch's batches (item indices)
     torch_rng: Optional[List[int]] = None
     python_rng: Optional[Any] = None
+    torch_global_rng: Optional[List[int]] = None  # dropout layers draw from torch's global generator
     losses: List[float] = field(default_factory=list)  # recent losses, for the UI's plot after a resume
     config: Dict[str, Any] = field(default_factory=dict)
 

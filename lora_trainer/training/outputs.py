@@ -1,0 +1,107 @@
+"""Where a run writes: the LoRA file and its sidecars, intermediate saves, samples, state.
+
+`<output.dir>/<name>.safetensors` (+ `<name>.json`, `<name>.preview.png`), intermediate
+`<name>-step000500.safetensors` with keep-last-N, and under `logs_dir`: samples/, state/,
+metrics.jsonl. Every file is written atomically; an existing final file is never replaced
+unless the config allows it, and that is checked before any training starts.
+"""
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from lora_trainer.errors import UserError
+from lora_trainer.networks.export import clean_stale_temp_files, save_lora, write_atomically
+
+_STEP_FILE = re.compile(r"-step(\d{6,})\.safetensors$")
+
+
+class OutputWriter:
+    def __init__(self, output_dir: Path, name: str, logs_dir: Path, overwrite: bool = False, keep_last: int = 0):
+        self.dir = Path(output_dir)
+        self.name = name
+        self.logs_dir = Path(logs_dir)
+        self.overwrite = overwrite
+        self.keep_last = keep_last
+        self.last_sample: Optional[object] = None
+
+    @property
+    def final_path(self) -> Path:
+        return self.dir / f"{self.name}.safetensors"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.logs_dir / "state"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.logs_dir / "samples"
+
+    def check_writable(self) -> None:
+        """Fail before training, not after: an existing file, or a folder we cannot write."""
+        if self.final_path.exists() and not self.overwrite:
+            raise UserError(f"{self.final_path} already exists; choose another output name, or set output.overwrite = true")
+        for folder in (self.dir, self.logs_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the folder {folder}: {exc.strerror}") from exc
+        clean_stale_temp_files(self.dir)
+
+    def intermediate_path(self, step: int) -> Path:
+        return self.dir / f"{self.name}-step{step:06d}.safetensors"
+
+    def save_intermediate(self, step: int, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> Path:
+        path = save_lora(self.intermediate_path(step), tensors, {**metadata, "ss_output_name": path_stem(self.intermediate_path(step))}, overwrite=True)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        if self.keep_last <= 0:
+            return
+        saved = sorted(self.dir.glob(f"{glob_escape(self.name)}-step*.safetensors"), key=_step_of)
+        for old in saved[:-self.keep_last]:
+            old.unlink(missing_ok=True)
+
+    def save_final(self, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], sidecar: Dict) -> Path:
+        path = save_lora(self.final_path, tensors, metadata, overwrite=self.overwrite)
+        write_atomically(self.dir / f"{self.name}.json", json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
+        if self.last_sample is not None:
+            self.save_preview(self.last_sample)
+        return path
+
+    def save_preview(self, image) -> Path:
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        path = self.dir / f"{self.name}.preview.png"
+        write_atomically(path, buffer.getvalue())
+        return path
+
+    def save_samples(self, step: int, images: List) -> List[Path]:
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, image in enumerate(images):
+            path = self.samples_dir / f"step{step:06d}_{index}.png"
+            image.save(path)
+            paths.append(path)
+        if images:
+            self.last_sample = images[0]
+        return paths
+
+
+def path_stem(path: Path) -> str:
+    return Path(path).name[: -len(".safetensors")]
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
+
+
+def _step_of(path: Path) -> int:
+    match = _STEP_FILE.search(path.name)
+    return int(match.group(1)) if match else -1

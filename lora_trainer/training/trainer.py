@@ -1,0 +1,433 @@
+"""The training loop: config in, kohya-format LoRA out, everything reported as events.
+
+`train(config)` loads (or is given) the base model, prepares the data, injects adapters,
+runs the optimisation with the model's own noise schedule, saves intermediate files and a
+resumable state, and always removes the adapters again, whatever happens.
+"""
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from lora_trainer.errors import UserError
+from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
+from lora_trainer.training import loss as losses
+from lora_trainer.training import noise as noises
+from lora_trainer.training.data import TrainItem, collate_latents, epoch_batches, steps_per_epoch
+from lora_trainer.training.events import EventBus
+from lora_trainer.training.optim import build_optimizer, build_scheduler
+from lora_trainer.training.outputs import OutputWriter
+from lora_trainer.training.state import RunState, capture_rng, load_state, restore_rng, save_state
+
+NAN_ADVICE = (
+    "the loss became NaN/inf. Likely causes: a learning rate that is too high, fp16 overflow "
+    "(try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE producing NaN latents (SDXL: use an fp32 VAE)."
+)
+OOM_ADVICE = (
+    "out of memory. Lower batch_size or resolution, turn on gradient_checkpointing and cache_latents, "
+    "train the UNet only (train_text_encoder = false), or use the \"Low memory\" preset."
+)
+
+
+@dataclass
+class RunResult:
+    status: str  # done | interrupted | nan | stopped
+    output: Optional[Path]
+    state_dir: Optional[Path]
+    step: int
+    total_steps: int
+    last_loss: Optional[float]
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when the host asks to stop (Interrupt, model changed...)."""
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs, built once by `prepare_run` and passed explicitly."""
+
+    config: object
+    bundle: object
+    items: List[TrainItem]
+    facts: object
+    device: torch.device
+    events: EventBus
+    output: OutputWriter
+    should_stop: Callable[[], bool]
+    check_model: Callable[[], Optional[str]]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():  # ROCm builds report as CUDA too
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def total_steps(config, items: List[TrainItem]) -> int:
+    if config.train.max_steps and config.train.max_steps > 0:
+        return int(config.train.max_steps)
+    return int(config.train.epochs) * steps_per_epoch(items, config.train.batch_size, config.train.grad_accum)
+
+
+def _network_spec(config) -> NetworkSpec:
+    net = config.network
+    return NetworkSpec(type=net.type, rank=int(net.rank), alpha=float(net.alpha), conv_rank=int(net.conv_rank),
+                       conv_alpha=float(net.conv_alpha), dora=bool(net.dora), dropout=float(getattr(net, "dropout", 0.0)))
+
+
+def _components(bundle, train_text_encoder: bool) -> Dict[str, torch.nn.Module]:
+    components = {"unet": bundle.unet}
+    if train_text_encoder:
+        for index, encoder in enumerate(bundle.text_encoders):
+            components[f"text_encoder_{index}"] = encoder
+    return components
+
+
+def _param_groups(adapters: AdapterSet, config) -> List[Dict]:
+    groups = []
+    for name in adapters.tuners:
+        lr = config.train.unet_lr if name == "unet" else config.train.text_encoder_lr
+        params = adapters.parameters(name)
+        if params and lr > 0:
+            groups.append({"params": params, "lr": float(lr), "name": name})
+    if not groups:
+        raise UserError("nothing to train: every learning rate is 0 (set train.unet_lr or train.text_encoder_lr above 0)")
+    return groups
+
+
+class Conditioner:
+    """Caption -> conditioning; cached per caption when the text encoders are frozen."""
+
+    def __init__(self, bundle, config, train_text_encoder: bool, device: torch.device):
+        from lora_trainer.models.conditioning import encode_text
+
+        self._encode = encode_text
+        self.bundle, self.clip_skip = bundle, int(config.model.clip_skip)
+        self.trainable = train_text_encoder
+        self.device = device
+        self._cache: Dict[str, object] = {}
+
+    def __call__(self, captions: List[str]):
+        if self.trainable:
+            return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
+        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
+        if missing:
+            with torch.no_grad():
+                encoded = self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, missing, self.clip_skip)
+            for index, caption in enumerate(missing):
+                pooled = encoded.pooled[index:index + 1] if encoded.pooled is not None else None
+                self._cache[caption] = (encoded.hidden_states[index:index + 1], pooled)
+        width = max(self._cache[c][0].shape[1] for c in captions)
+        hidden = torch.cat([_pad_tokens(self._cache[c][0], width) for c in captions])
+        pooled = None if self._cache[captions[0]][1] is None else torch.cat([self._cache[c][1] for c in captions])
+        from lora_trainer.models.conditioning import TextConditioning
+
+        return TextConditioning(hidden, pooled)
+
+
+def _pad_tokens(hidden: torch.Tensor, width: int) -> torch.Tensor:
+    """Captions of different chunk counts in one batch: repeat the last chunk's padding (rare, cached path)."""
+    if hidden.shape[1] == width:
+        return hidden
+    extra = hidden[:, -77:].repeat(1, (width - hidden.shape[1]) // 77, 1)
+    return torch.cat([hidden, extra], dim=1)
+
+
+def _unet_kwargs(bundle, batch: List[TrainItem], cond, device, dtype) -> Dict:
+    kwargs = {"encoder_hidden_states": cond.hidden_states.to(device, dtype)}
+    if bundle.family == "sdxl":
+        from lora_trainer.models.conditioning import sdxl_time_ids
+
+        time_ids = torch.stack([
+            sdxl_time_ids(item.original_size, item.crop_top_left, (item.bucket[1], item.bucket[0])) for item in batch
+        ]).to(device, dtype)
+        kwargs["added_cond_kwargs"] = {"text_embeds": cond.pooled.to(device, dtype), "time_ids": time_ids}
+    return kwargs
+
+
+class Loop:
+    """One run's optimisation state and step function (kept small; `train` drives it)."""
+
+    def __init__(self, ctx: RunContext, adapters: AdapterSet, total: int):
+        config, bundle = ctx.config, ctx.bundle
+        self.ctx, self.adapters, self.total = ctx, adapters, total
+        self.seed = int(config.train.seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.rng = random.Random(self.seed)
+        self.optimizer = build_optimizer(config.train.optimizer, _param_groups(adapters, config),
+                                         float(getattr(config.train, "weight_decay", 0.01)), ctx.device.type)
+        self.scheduler = build_scheduler(config.train.scheduler, self.optimizer, int(config.train.warmup_steps), total,
+                                         int(getattr(config.train, "lr_scheduler_num_cycles", 1)),
+                                         float(getattr(config.train, "lr_scheduler_power", 1.0)))
+        self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners), ctx.device)
+        self.precision = config.train.mixed_precision
+        self.scaler = torch.cuda.amp.GradScaler() if self.precision == "fp16" and ctx.device.type == "cuda" else None
+        self.state = RunState()
+
+    # --- data order -------------------------------------------------------------------
+    def next_batch(self) -> List[int]:
+        state = self.state
+        while state.position >= len(state.order):
+            if state.order:
+                state.epoch += 1
+            state.order = epoch_batches(self.ctx.items, int(self.ctx.config.train.batch_size), self.rng)
+            state.position = 0
+        batch = state.order[state.position]
+        state.position += 1
+        return batch
+
+    # --- one micro-batch -----------------------------------------------------------------
+    def micro_loss(self, indices: List[int]) -> torch.Tensor:
+        from lora_trainer.training.prepare import training_caption
+
+        ctx, config, bundle = self.ctx, self.ctx.config, self.ctx.bundle
+        items = [ctx.items[i] for i in indices]
+        flips = [bool(config.dataset.flip) and self.rng.random() < 0.5 for _ in items]
+        captions = [training_caption(item.caption, config.dataset, self.rng) for item in items]
+        dtype = next(bundle.unet.parameters()).dtype
+        latents = collate_latents(items, flips).to(ctx.device)
+        noise = noises.sample_noise(latents, self.generator, float(config.train.noise_offset),
+                                    int(getattr(config.train, "multires_noise_iterations", 0)),
+                                    float(getattr(config.train, "multires_noise_discount", 0.3)))
+        low, high = int(getattr(config.train, "timestep_min", 0)), int(getattr(config.train, "timestep_max", 1000))
+        timesteps = noises.sample_timesteps(len(items), self.generator, low, high, "cpu").to(ctx.device)
+        scheduler = bundle.noise_scheduler
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = losses.training_target(scheduler, latents, noise, timesteps)
+        with self._autocast():
+            cond = self.conditioner(captions)
+            prediction = bundle.unet(noisy.to(dtype), timesteps, **_unet_kwargs(bundle, items, cond, ctx.device, dtype)).sample
+        per_sample = losses.per_sample_loss(prediction, target, getattr(config.train, "loss_type", "l2"),
+                                            float(getattr(config.train, "huber_c", 0.1)))
+        weights = losses.loss_weights(scheduler, timesteps, float(config.train.min_snr_gamma),
+                                      bool(getattr(config.train, "debiased_estimation", False)))
+        if weights is not None:
+            per_sample = per_sample * weights.to(per_sample.device)
+        prior = float(getattr(config.dataset, "prior_loss_weight", 1.0))
+        if prior != 1.0:
+            per_sample = per_sample * torch.tensor([prior if item.is_reg else 1.0 for item in items], device=per_sample.device)
+        return per_sample.mean()
+
+    def _autocast(self):
+        if self.precision in ("fp16", "bf16"):
+            dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            return torch.autocast(self.ctx.device.type, dtype=dtype)
+        return torch.autocast(self.ctx.device.type, enabled=False)
+
+    # --- one optimizer step --------------------------------------------------------------
+    def step(self) -> float:
+        accum = int(self.ctx.config.train.grad_accum)
+        total = 0.0
+        for _ in range(accum):
+            loss = self.micro_loss(self.next_batch()) / accum
+            if not torch.isfinite(loss):
+                return float("nan")
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += float(loss.detach())
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = float(self.ctx.config.train.max_grad_norm)
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        return total
+
+    # --- resume --------------------------------------------------------------------------
+    def snapshot(self, folder: Path) -> Path:
+        capture_rng(self.generator, self.rng, self.state)
+        self.state.torch_global_rng = torch.get_rng_state().tolist()
+        return save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+
+    def restore(self, folder: Path) -> None:
+        tensors, optim, state = load_state(folder)
+        self.adapters.load_state_dict(tensors)
+        self.optimizer.load_state_dict(optim["optimizer"])
+        self.scheduler.load_state_dict(optim["scheduler"])
+        self.state = state
+        restore_rng(self.generator, self.rng, state)
+        if state.torch_global_rng is not None:
+            torch.set_rng_state(torch.tensor(state.torch_global_rng, dtype=torch.uint8))
+
+
+def _emit_samples(loop: Loop, step: int) -> None:
+    from lora_trainer.training.sampling import render
+
+    ctx, sample = loop.ctx, loop.ctx.config.sample
+    prompts = [p for p in (sample.prompts or []) if p.strip()]
+    if not prompts:
+        return
+    size = int(ctx.config.dataset.resolution)
+    images = render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
+                    width=int(getattr(sample, "width", 0) or size), height=int(getattr(sample, "height", 0) or size),
+                    cfg_scale=float(getattr(sample, "cfg_scale", 7.0)), negative_prompt=getattr(sample, "negative_prompt", ""),
+                    clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
+    paths = ctx.output.save_samples(step, images)
+    ctx.events.emit("sample", step=step, images=images, paths=[str(p) for p in paths], prompts=prompts)
+
+
+def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:
+    from lora_trainer.networks.metadata import lora_metadata
+
+    ctx = loop.ctx
+    return lora_metadata(
+        ctx.config, family=ctx.bundle.family, prediction_type=ctx.bundle.prediction_type,
+        output_name=ctx.output.name, data=ctx.facts, started_at=started, finished_at=time.time(),
+        steps=loop.state.step, epoch=loop.state.epoch + (1 if final else 0), total_steps=loop.total,
+        base_model_name=ctx.bundle.name, base_model_sha256=getattr(ctx.bundle, "sha256", "") or "",
+        trigger=_trigger(ctx),
+    )
+
+
+def _trigger(ctx: RunContext) -> str:
+    from lora_trainer.networks.metadata import common_leading_tags
+
+    explicit = getattr(ctx.config.dataset, "trigger_word", "")
+    if explicit:
+        return explicit
+    captions = [[t.strip() for t in item.caption.split(",") if t.strip()] for item in ctx.items if not item.is_reg]
+    return common_leading_tags(captions, limit=1)
+
+
+def _save_final(loop: Loop, started: float) -> Path:
+    from lora_trainer.networks.export import kohya_state_dict
+    from lora_trainer.networks.metadata import sidecar
+
+    ctx = loop.ctx
+    tensors = kohya_state_dict(loop.adapters, ctx.bundle.config, ctx.config.output.save_precision)
+    side = sidecar(ctx.bundle.family, _trigger(ctx), description=f"Trained with sd-webui-lora-trainer for {loop.state.step} steps.")
+    path = ctx.output.save_final(tensors, _metadata(loop, started, final=True), side)
+    ctx.events.emit("save", step=loop.state.step, path=str(path), final=True)
+    return path
+
+
+def _save_intermediate(loop: Loop, started: float) -> None:
+    from lora_trainer.networks.export import kohya_state_dict
+
+    ctx = loop.ctx
+    tensors = kohya_state_dict(loop.adapters, ctx.bundle.config, ctx.config.output.save_precision)
+    path = ctx.output.save_intermediate(loop.state.step, tensors, _metadata(loop, started, final=False))
+    ctx.events.emit("save", step=loop.state.step, path=str(path), final=False)
+
+
+def _every(step: int, n) -> bool:
+    return bool(n) and int(n) > 0 and step % int(n) == 0
+
+
+def run_loop(loop: Loop) -> RunResult:
+    """Drive `loop` to its total, with saves, samples, stop checks and the NaN guard."""
+    ctx, config, events = loop.ctx, loop.ctx.config, loop.ctx.events
+    started, clock = time.time(), time.perf_counter()
+    first_step = loop.state.step
+    last_loss: Optional[float] = None
+    events.emit("start", name=ctx.output.name, step=first_step, total_steps=loop.total, device=str(ctx.device),
+                family=ctx.bundle.family, images=len(ctx.items))
+    try:
+        while loop.state.step < loop.total:
+            reason = ctx.check_model()
+            if ctx.should_stop() or reason:
+                raise StopRequested(reason or "stop requested")
+            loss = loop.step()
+            if not math.isfinite(loss):
+                events.emit("error", step=loop.state.step, message=NAN_ADVICE)
+                events.emit("done", status="nan", step=loop.state.step, output=None)
+                return RunResult("nan", None, None, loop.state.step, loop.total, last_loss)
+            last_loss = loss
+            loop.state.losses = (loop.state.losses + [loss])[-2000:]
+            step = loop.state.step
+            elapsed = time.perf_counter() - clock
+            rate = (step - first_step) / elapsed if elapsed > 0 else 0.0
+            events.emit("step", step=step, total=loop.total, loss=loss, lr=loop.scheduler.get_last_lr()[0],
+                        it_s=rate, eta_s=(loop.total - step) / rate if rate else 0.0, epoch=loop.state.epoch)
+            if step < loop.total and _every(step, config.output.save_every_steps):
+                _save_intermediate(loop, started)
+            if _every(step, config.sample.every_steps):
+                _emit_samples(loop, step)
+            if step < loop.total and _every(step, getattr(config.output, "save_state_every_steps", 0)):
+                loop.snapshot(ctx.output.state_dir)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        state_dir = loop.snapshot(ctx.output.state_dir)
+        message = str(stop) if isinstance(stop, StopRequested) else "interrupted"
+        events.emit("warning", message=f"{message}; resumable state saved in {state_dir}")
+        events.emit("done", status="interrupted", step=loop.state.step, output=None, state_dir=str(state_dir))
+        return RunResult("interrupted", None, state_dir, loop.state.step, loop.total, last_loss)
+    if config.sample.every_steps and not _every(loop.state.step, config.sample.every_steps):
+        _emit_samples(loop, loop.state.step)  # a preview of the final weights
+    path = _save_final(loop, started)
+    state_dir = loop.snapshot(ctx.output.state_dir)
+    events.emit("done", status="done", step=loop.state.step, output=str(path), state_dir=str(state_dir))
+    return RunResult("done", path, state_dir, loop.state.step, loop.total, last_loss)
+
+
+def _load_base(config, events: EventBus):
+    from lora_trainer.models import load_bundle
+
+    bundle = load_bundle(config.model.checkpoint, family=config.model.family, prediction_type=config.model.prediction_type)
+    for note in bundle.notes:
+        events.warning(note)
+    return bundle
+
+
+def _set_checkpointing(bundle, enabled: bool) -> None:
+    if enabled:
+        bundle.unet.enable_gradient_checkpointing()  # diffusers uses use_reentrant=False
+    elif getattr(bundle.unet, "is_gradient_checkpointing", False):
+        bundle.unet.disable_gradient_checkpointing()
+
+
+def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop: Optional[Callable[[], bool]] = None,
+          check_model: Optional[Callable[[], Optional[str]]] = None, resume: Optional[Path] = None,
+          output: Optional[OutputWriter] = None) -> RunResult:
+    """Run one training job; the adapters are removed from the model afterwards, always."""
+    from lora_trainer.training.prepare import prepare_items
+
+    events = events or EventBus()
+    stop_flag = should_stop or (lambda: False)
+    output = output or OutputWriter(Path(config.output.dir), config.output.name, Path(config.output.logs_dir),
+                                    bool(getattr(config.output, "overwrite", False)), int(config.output.keep_last))
+    output.check_writable()
+    device = pick_device(getattr(config.train, "device", "auto"))
+    bundle = bundle or _load_base(config, events)
+    if getattr(config.train, "zero_terminal_snr", False):
+        noises.zero_terminal_snr(bundle.noise_scheduler)
+    torch.manual_seed(int(config.train.seed))
+    items, facts = prepare_items(config, bundle, device, events, stop_flag)
+    ctx = RunContext(config, bundle, items, facts, device, events, output, stop_flag, check_model or (lambda: None))
+    bundle.unet.to(device)
+    for encoder in bundle.text_encoders:
+        encoder.to(device)
+    adapters = inject(_components(bundle, bool(config.network.train_text_encoder)), _network_spec(config))
+    try:
+        _set_checkpointing(bundle, bool(config.train.gradient_checkpointing))
+        for name in adapters.tuners:
+            adapters.components[name].train()
+        loop = Loop(ctx, adapters, total_steps(config, items))
+        if resume:
+            loop.restore(Path(resume))
+        return run_loop(loop)
+    except torch.cuda.OutOfMemoryError as exc:
+        events.emit("error", message=OOM_ADVICE)
+        raise UserError(OOM_ADVICE) from exc
+    finally:
+        _set_checkpointing(bundle, False)
+        adapters.remove()
+        for module in [bundle.unet] + list(bundle.text_encoders):
+            module.eval()
