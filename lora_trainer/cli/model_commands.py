@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect = sub.add_parser("inspect", help="describe a checkpoint (or LoRA) file")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("--check", action="store_true", help="LoRA: map every key to a module of its base model; exit 1 listing any that do not match")
     inspect.set_defaults(handler=_inspect)
 
 
@@ -30,9 +31,35 @@ def _demo_model(args) -> int:
     return 0
 
 
+def _is_lora(path: Path) -> bool:
+    from lora_trainer.models.inspect_checkpoint import _meta_state_dict
+
+    if path.suffix.lower() != ".safetensors" or not path.is_file() or path.stat().st_size == 0:
+        return False
+    return any(key.startswith("lora_") for key in _meta_state_dict(path))
+
+
+def _inspect_lora(args) -> int:
+    from lora_trainer.networks.inspect_lora import inspect_lora
+
+    report = inspect_lora(args.file, check=args.check)
+    unmatched = report.get("unmatched", [])
+    if args.json:
+        print(json.dumps(report))
+    else:
+        modules = report["modules"]
+        print(f"{report['file']}: {report['family'] or 'unknown-family'} {report['network']}, rank {report['rank']}, alpha {report['alpha']}")
+        print(f"  {modules['unet']} UNet modules, {modules['text_encoder']} text-encoder modules")
+        if args.check:
+            print("  every key matches a module" if not unmatched else "  unmatched:\n    " + "\n    ".join(unmatched))
+    return 1 if unmatched else 0
+
+
 def _inspect(args) -> int:
     from lora_trainer.models.inspect_checkpoint import inspect_checkpoint
 
+    if _is_lora(args.file):
+        return _inspect_lora(args)
     report = inspect_checkpoint(args.file)
     if args.json:
         print(json.dumps(report))

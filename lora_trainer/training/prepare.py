@@ -24,8 +24,9 @@ _KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
 def kohya_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, step: int = 64) -> List[Bucket]:
     """Every (w, h) on the step grid within [min_side, max_side] whose area fits resolution^2."""
     area = resolution * resolution
-    buckets = set()
-    for width in range(min_side, max_side + 1, step):
+    side = resolution // step * step
+    buckets = {(side, side)}
+    for width in range(-(-min_side // step) * step, max_side + 1, step):
         height = min(max_side, (area // width) // step * step)
         if height >= min_side:
             buckets.add((width, height))

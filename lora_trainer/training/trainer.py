@@ -287,8 +287,14 @@ def _emit_samples(loop: Loop, step: int) -> None:
 def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:
     from lora_trainer.networks.metadata import lora_metadata
 
+    from lora_trainer.models.families import real_config
+    from lora_trainer.networks.inspect_lora import BASE_CONFIG_KEY
+
     ctx = loop.ctx
-    return lora_metadata(
+    extra = {}
+    if ctx.bundle.config != real_config(ctx.bundle.family):
+        extra[BASE_CONFIG_KEY] = ctx.bundle.config.to_json()  # so `inspect --check` knows a non-standard base
+    return extra | lora_metadata(
         ctx.config, family=ctx.bundle.family, prediction_type=ctx.bundle.prediction_type,
         output_name=ctx.output.name, data=ctx.facts, started_at=started, finished_at=time.time(),
         steps=loop.state.step, epoch=loop.state.epoch + (1 if final else 0), total_steps=loop.total,
