@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "lora_trainer.cli.model_commands",
     "lora_trainer.cli.tags_commands",
     "lora_trainer.cli.demo_command",
+    "lora_trainer.cli.train_command",
 ]
 
 

@@ -407,7 +407,10 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
 
     events = events or EventBus()
     stop_flag = should_stop or (lambda: False)
-    output = output or OutputWriter(Path(config.output.dir), config.output.name, Path(config.output.logs_dir),
+    from lora_trainer.config import raise_for, validate
+
+    raise_for(validate(config))
+    output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
                                     bool(getattr(config.output, "overwrite", False)), int(config.output.keep_last))
     output.check_writable()
     device = pick_device(getattr(config.train, "device", "auto"))
