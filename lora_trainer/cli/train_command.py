@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _listeners(args, config) -> list:
-    from lora_trainer.training.listeners import ConsoleProgress, JsonEvents, MetricsWriter, TensorBoardWriter
+    from lora_trainer.training.listeners import ConsoleProgress, JsonEvents, TensorBoardWriter
 
-    listeners = [MetricsWriter(config.logs_dir)]
+    listeners = []
     if args.json_events:
         listeners.append(JsonEvents(sys.stdout))
     else:

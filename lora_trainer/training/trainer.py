@@ -413,6 +413,9 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
     output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
                                     bool(getattr(config.output, "overwrite", False)), int(config.output.keep_last))
     output.check_writable()
+    from lora_trainer.training.listeners import MetricsWriter
+
+    events.add(MetricsWriter(output.logs_dir))  # every run keeps its metrics.jsonl
     device = pick_device(getattr(config.train, "device", "auto"))
     bundle = bundle or _load_base(config, events)
     if getattr(config.train, "zero_terminal_snr", False):
