@@ -1,0 +1,114 @@
+"""Training speed on CPU, one thread: seconds per step, peak RSS, overhead share, FLOP efficiency.
+
+For the tiny models and an SD1.5-shaped UNet (random weights) at 64 px. "Overhead" is the
+share of a full `Loop.step()` spent outside UNet forward/backward and the optimizer step;
+FLOP efficiency is the step's counted FLOPs per second over a matmul's FLOP/s in this run.
+"""
+
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import Result, above, below, peak_rss_bytes
+
+
+def _dataset(root: Path) -> Path:
+    from PIL import Image
+
+    folder = root / "1_bench"
+    folder.mkdir(parents=True)
+    rng = random.Random(0)
+    for i in range(4):
+        Image.new("RGB", (64, 64), tuple(rng.randrange(256) for _ in range(3))).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("bench, subject")
+    return root
+
+
+def _matmul_flops_per_s() -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    start, runs = time.perf_counter(), 10
+    for _ in range(runs):
+        a @ b
+    return 2 * 1024 ** 3 * runs / (time.perf_counter() - start)
+
+
+def _loop(bundle, root: Path):
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.networks.adapters import inject
+    from lora_trainer.training.events import EventBus
+    from lora_trainer.training.outputs import OutputWriter
+    from lora_trainer.training.prepare import prepare_items
+    from lora_trainer.training.trainer import Loop, RunContext, _components, _network_spec
+
+    config = TrainConfig()
+    config.dataset.dir, config.dataset.resolution = str(_dataset(root)), 64
+    config.dataset.min_bucket_reso = 64
+    config.network.train_text_encoder = False
+    config.train.batch_size, config.train.max_steps = 1, 100
+    device = torch.device("cpu")
+    items, facts = prepare_items(config, bundle, device, EventBus(), lambda: False)
+    ctx = RunContext(config, bundle, items, facts, device, EventBus(), OutputWriter(root / "out", "b", root / "logs"), lambda: False, lambda: None)
+    adapters = inject(_components(bundle, False), _network_spec(config))
+    bundle.unet.train()
+    return Loop(ctx, adapters, 100), adapters
+
+
+def _measure(name: str, bundle, steps: int) -> list:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with tempfile.TemporaryDirectory() as temp:
+        loop, adapters = _loop(bundle, Path(temp))
+        try:
+            loop.step()  # warm-up
+            start = time.perf_counter()
+            for _ in range(steps):
+                loop.step()
+            per_step = (time.perf_counter() - start) / steps
+
+            compute = 0.0
+            for _ in range(steps):
+                batch = loop.next_batch()
+                t0 = time.perf_counter()
+                loss = loop.micro_loss(batch)
+                loss.backward()
+                loop.optimizer.step()
+                loop.optimizer.zero_grad(set_to_none=True)
+                compute += time.perf_counter() - t0
+            compute /= steps
+            with FlopCounterMode(display=False) as counter:
+                loop.micro_loss(loop.next_batch()).backward()
+            loop.optimizer.zero_grad(set_to_none=True)
+            flops = counter.get_total_flops()
+        finally:
+            adapters.remove()
+    peak = _matmul_flops_per_s()
+    return [
+        Result(f"{name}: seconds per step", round(per_step, 4), "s"),
+        below(f"{name}: share of step outside fwd/bwd/optimizer", 100.0 * max(0.0, per_step - compute) / per_step, "%", 5.0),
+        above(f"{name}: FLOP efficiency vs matmul", 100.0 * (flops / compute) / peak, "%", 50.0),
+        Result(f"{name}: peak RSS", round(peak_rss_bytes() / 2**20, 1), "MiB"),
+    ]
+
+
+def run() -> list:
+    from lora_trainer.models import load_bundle
+    from lora_trainer.models.demo import demo_state_dict
+    from lora_trainer.models.families import ModelConfig, real_config
+    from lora_trainer.models.layout import build_modules, to_original_layout
+
+    torch.set_num_threads(1)
+    results = []
+    for family in ("sd1", "sdxl"):
+        state, metadata = demo_state_dict(family)
+        bundle = load_bundle(state, config=ModelConfig.from_json(metadata["lora_trainer.config"]))
+        results += _measure(f"tiny {family} @64px", bundle, steps=10)
+    config = real_config("sd1")
+    shapes = to_original_layout(config, *build_modules(config))
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.empty(v.shape).normal_(0, 0.02, generator=generator) for k, v in shapes.items()}
+    results += _measure("SD1.5-shaped UNet @64px", load_bundle(state), steps=2)
+    return results
