@@ -87,5 +87,8 @@ def _count(facts: DatasetFacts, item: TrainItem) -> None:
 
 def training_caption(caption: str, dataset, rng: random.Random) -> str:
     """The caption one step sees, with the config's dropout/shuffle settings."""
-    return tag_ops.training_caption(caption, int(dataset.keep_tokens), bool(dataset.shuffle_tags),
-                                    float(dataset.tag_dropout), float(dataset.caption_dropout), rng)
+    from lora_trainer.dataset.training_captions import CaptionAugment
+    from lora_trainer.dataset.training_captions import training_caption as augmented
+
+    augment = CaptionAugment(int(dataset.keep_tokens), bool(dataset.shuffle_tags), float(dataset.tag_dropout), float(dataset.caption_dropout))
+    return augmented(caption, augment, rng)
