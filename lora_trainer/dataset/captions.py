@@ -1,271 +1,180 @@
-"""The caption store: read every caption once, edit in memory, save only what changed, safely.
+"""Caption files: read without loss, write atomically, never over someone else's change.
 
-- Reads UTF-8 with or without BOM. Bytes that are not UTF-8 are shown with replacement
-  characters, and such a caption is skipped by bulk actions (reported); only an explicit edit
-  of that caption rewrites it, as UTF-8, after backing up the original bytes.
-- Writes are atomic (temp file in the same folder + `os.replace`), keep the file's line
-  endings and BOM, optionally keep a `.bak` of the previous content, and never clobber a file
-  that changed on disk since it was read: that caption is reported as a conflict.
-- Every change is an undo step; the history (50+ steps) lives in `<dataset>/.lora_trainer/`.
+A caption is read as bytes and remembered as loaded (bytes, size, mtime), so that a later
+write can tell whether the file changed on disk in between (another editor, a tagger, the
+user in a text editor) and refuse to clobber it. UTF-8 with or without BOM is read; a file
+that is not valid UTF-8 is shown with replacement characters and flagged `non_utf8`, and only
+an explicit edit may rewrite it (as UTF-8, after a backup). A rewrite keeps the file's style:
+BOM, line endings and final newline.
 """
 
-import json
 import os
-import shutil
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
-from lora_trainer.dataset.scan import STATE_FOLDER, ImageEntry
-from lora_trainer.dataset.tags import join_tags, parse_tags, tag_key
+from lora_trainer.errors import DatasetError
 
-HISTORY_LIMIT = 100
-HISTORY_FILE = "caption_history.json"
+BOM = b"\xef\xbb\xbf"
 
 
-@dataclass
+class CaptionConflict(DatasetError):
+    """The caption file changed on disk since it was loaded; it was not overwritten."""
+
+
+@dataclass(frozen=True)
 class Caption:
     path: Path
-    text: str = ""
-    exists: bool = False
-    valid_utf8: bool = True
+    exists: bool
+    raw: bytes = b""  # the bytes on disk when loaded
+    text: str = ""  # decoded, BOM and final newline removed; U+FFFD where not UTF-8
+    non_utf8: bool = False
     bom: bool = False
-    newline: str = "\n"
-    trailing_newline: bool = False
-    disk_signature: Optional[Tuple[int, int]] = None  # (mtime_ns, size) when read or last written
-    disk_bytes: bytes = b""
-    dirty: bool = False
-    _keys: Optional[FrozenSet[str]] = None
+    newline: str = "\n"  # the file's line-ending style
+    final_newline: bool = False
+    stamp: Optional[Tuple[int, int]] = None  # (size, mtime_ns) when loaded
+    error: Optional[str] = None  # could not be read at all (permission, not a file...)
 
     @property
-    def tags(self) -> List[str]:
-        return parse_tags(self.text)
+    def empty(self) -> bool:
+        return not self.text.strip()
 
     @property
-    def keys(self) -> FrozenSet[str]:
-        """Lower-cased tag keys, cached: filters run over thousands of captions."""
-        if self._keys is None:
-            self._keys = frozenset(tag_key(t) for t in parse_tags(self.text))
-        return self._keys
-
-    def set(self, text: str) -> None:
-        self.text, self._keys, self.dirty = text, None, True
+    def editable_in_bulk(self) -> bool:
+        return self.error is None and not self.non_utf8
 
 
-def _signature(path: Path) -> Optional[Tuple[int, int]]:
+def _stamp(stat: os.stat_result) -> Tuple[int, int]:
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def decode_caption(path: Path, raw: bytes, stamp: Optional[Tuple[int, int]]) -> Caption:
+    """The `Caption` for bytes read from `path`."""
+    bom = raw.startswith(BOM)
+    body = raw[len(BOM):] if bom else raw
     try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size)
+        text, non_utf8 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, non_utf8 = body.decode("utf-8", errors="replace"), True
+    newline = "\r\n" if "\r\n" in text else ("\r" if "\r" in text else "\n")
+    final_newline = text.endswith(("\n", "\r"))
+    if final_newline:
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return Caption(path, True, raw, text, non_utf8, bom, newline, final_newline, stamp)
 
 
 def read_caption(path: Path) -> Caption:
-    caption = Caption(Path(path))
+    """The caption at `path`; a missing file is a `Caption` with `exists=False`, an unreadable
+    one carries `error` (never an exception: one bad file must not stop a 10,000-image load)."""
+    path = Path(path)
     try:
-        data = caption.path.read_bytes()
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            raw = handle.read()
     except FileNotFoundError:
-        return caption
-    caption.exists, caption.disk_bytes, caption.disk_signature = True, data, _signature(caption.path)
-    caption.bom = data.startswith(b"\xef\xbb\xbf")
-    body = data[3:] if caption.bom else data
+        return Caption(path, False)
+    except IsADirectoryError:
+        return Caption(path, True, error=f"{path.name}: is a folder, not a caption file")
+    except OSError as exc:
+        return Caption(path, True, error=f"{path.name}: caption cannot be read ({exc.strerror}); check its permissions")
+    return decode_caption(path, raw, _stamp(stat))
+
+
+def encode_caption(caption: Caption, text: str) -> bytes:
+    """`text` as the bytes of this caption file, in its style (BOM, line endings, final newline).
+    A caption that was not UTF-8 is written as plain UTF-8."""
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    if caption.newline != "\n":
+        body = body.replace("\n", caption.newline)
+    if caption.final_newline and body:
+        body += caption.newline
+    data = body.encode("utf-8")
+    return BOM + data if caption.bom and not caption.non_utf8 else data
+
+
+def unchanged_on_disk(caption: Caption) -> bool:
+    """True when the file is still what was loaded (same bytes, or still absent)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        caption.valid_utf8 = False
-        text = body.decode("utf-8", errors="replace")
-    caption.newline = "\r\n" if "\r\n" in text else "\n"
-    caption.trailing_newline = text.endswith(("\n", "\r"))
-    caption.text = text.rstrip("\r\n")
-    return caption
+        stat = os.stat(caption.path)
+    except FileNotFoundError:
+        return not caption.exists
+    except OSError:
+        return False
+    if not caption.exists:
+        return False
+    if caption.stamp == _stamp(stat):
+        return True
+    try:  # touched but maybe not changed: compare the content
+        return caption.path.read_bytes() == caption.raw
+    except OSError:
+        return False
 
 
-def encode_caption(caption: Caption) -> bytes:
-    text = caption.text.replace("\r\n", "\n").replace("\n", caption.newline)
-    if caption.trailing_newline:
-        text += caption.newline
-    return (b"\xef\xbb\xbf" if caption.bom else b"") + text.encode("utf-8")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def atomic_write(path: Path, data: bytes, fsync: bool = False) -> os.stat_result:
+    """Write through a temp file in the same folder and `os.replace`: a reader (or a crash) sees
+    the old file or the new one, never half of it. Returns the new file's stat."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            os.write(fd, data) if len(data) < (1 << 20) else _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if path.exists():
+            try:
+                os.chmod(temp, os.stat(path).st_mode & 0o7777)
+            except OSError:
+                pass
         os.replace(temp, path)
     except BaseException:
         try:
-            temp.unlink()
-        except FileNotFoundError:
+            os.unlink(temp)
+        except OSError:
             pass
         raise
+    return os.stat(path)
 
 
-@dataclass
-class ChangeReport:
-    action: str
-    changed: int = 0
-    unchanged: int = 0
-    skipped_non_utf8: List[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        text = f"{self.action}: changed {self.changed} caption{'s' if self.changed != 1 else ''}, {self.unchanged} unchanged"
-        if self.skipped_non_utf8:
-            text += f"; skipped {len(self.skipped_non_utf8)} not-UTF-8 caption(s): {', '.join(self.skipped_non_utf8[:5])}"
-        return text
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
-@dataclass
-class SaveReport:
-    written: List[str] = field(default_factory=list)
-    conflicts: List[str] = field(default_factory=list)  # changed on disk since read: not overwritten
-    errors: List[str] = field(default_factory=list)
+def write_caption(caption: Caption, text: str, backup_dir: Optional[Path] = None, allow_non_utf8: bool = False,
+                  fsync: bool = False) -> Caption:
+    """Write `text` to the caption file if it is still as loaded; returns the caption as now on disk.
 
-    def summary(self) -> str:
-        text = f"saved {len(self.written)} caption{'s' if len(self.written) != 1 else ''}"
-        if self.conflicts:
-            text += f"; NOT saved, changed on disk meanwhile: {', '.join(self.conflicts[:5])}"
-        if self.errors:
-            text += f"; errors: {'; '.join(self.errors[:5])}"
-        return text
+    Raises `CaptionConflict` if the file changed since it was loaded, and `DatasetError` for a
+    non-UTF-8 caption unless `allow_non_utf8` (an explicit edit of that one caption; its
+    original bytes are then always backed up). `backup_dir` keeps a copy of the old bytes.
+    """
+    if caption.error:
+        raise DatasetError(caption.error)
+    if caption.non_utf8 and not allow_non_utf8:
+        raise DatasetError(f"{caption.path.name}: caption is not valid UTF-8; edit it on its own to rewrite it as UTF-8 (the original is backed up)")
+    if not unchanged_on_disk(caption):
+        raise CaptionConflict(f"{caption.path}: changed on disk since it was loaded; not overwritten. Reload the dataset and edit again")
+    data = encode_caption(caption, text)
+    if caption.exists and data == caption.raw:
+        return caption
+    if caption.exists and (backup_dir is not None or caption.non_utf8):
+        if backup_dir is None:
+            raise DatasetError(f"{caption.path.name}: a non-UTF-8 caption is only rewritten with a backup folder")
+        backup(caption, backup_dir)
+    stat = atomic_write(caption.path, data, fsync=fsync)
+    return decode_caption(caption.path, data, _stamp(stat))
 
 
-class CaptionStore:
-    """Captions of a scanned dataset, with dataset-wide undo/redo."""
-
-    def __init__(self, root: Path, entries: Sequence[ImageEntry], backup: bool = False):
-        self.root = Path(root)
-        self.entries = list(entries)
-        self.backup = backup
-        self.captions: List[Caption] = [read_caption(e.caption) for e in self.entries]
-        self._index = {str(c.path): i for i, c in enumerate(self.captions)}
-        self.history: List[Dict] = self._load_history()
-        self.redo_stack: List[Dict] = []
-
-    # --- reading ------------------------------------------------------------------------
-    def problems(self) -> Dict[str, List[str]]:
-        return {
-            "captions_missing": [str(c.path) for c in self.captions if not c.exists],
-            "captions_empty": [str(c.path) for c in self.captions if c.exists and not c.text.strip()],
-            "non_utf8": [str(c.path) for c in self.captions if not c.valid_utf8],
-        }
-
-    def select(self, predicate: Callable[[FrozenSet[str]], bool]) -> List[int]:
-        return [i for i, c in enumerate(self.captions) if predicate(c.keys)]
-
-    @property
-    def unsaved(self) -> int:
-        return sum(1 for c in self.captions if c.dirty)
-
-    # --- editing ------------------------------------------------------------------------
-    def apply(self, action: str, indices: Sequence[int], change: Callable[[List[str]], List[str]]) -> ChangeReport:
-        """Run a tag operation over some captions as one undo step (not-UTF-8 ones are skipped)."""
-        report, step = ChangeReport(action), {"action": action, "changes": {}}
-        for index in indices:
-            caption = self.captions[index]
-            if not caption.valid_utf8:
-                report.skipped_non_utf8.append(caption.path.name)
-                continue
-            new = join_tags(change(caption.tags))
-            if new == caption.text:
-                report.unchanged += 1
-                continue
-            step["changes"][str(caption.path)] = [caption.text, new]
-            caption.set(new)
-            report.changed += 1
-        if step["changes"]:
-            self._push(step)
-        return report
-
-    def set_text(self, index: int, text: str) -> bool:
-        """An explicit edit of one caption (the only way a not-UTF-8 caption gets rewritten)."""
-        caption = self.captions[index]
-        text = text.rstrip("\r\n")
-        if text == caption.text and caption.valid_utf8:
-            return False
-        self._push({"action": "edit", "changes": {str(caption.path): [caption.text, text]}})
-        caption.set(text)
-        return True
-
-    def _push(self, step: Dict) -> None:
-        self.history = (self.history + [step])[-HISTORY_LIMIT:]
-        self.redo_stack.clear()
-
-    def undo(self) -> Optional[str]:
-        return self._move(self.history, self.redo_stack, 0)
-
-    def redo(self) -> Optional[str]:
-        return self._move(self.redo_stack, self.history, 1)
-
-    def _move(self, source: List[Dict], target: List[Dict], pick: int) -> Optional[str]:
-        """Apply a history step backwards or forwards; captions edited since then are left alone."""
-        if not source:
-            return None
-        step = source.pop()
-        moved = skipped = 0
-        for path, pair in step["changes"].items():
-            index = self._index.get(path)
-            if index is None or self.captions[index].text != pair[1 - pick]:
-                skipped += 1
-                continue
-            self.captions[index].set(pair[pick])
-            moved += 1
-        target.append(step)
-        verb = "undid" if pick == 0 else "redid"
-        note = f" ({skipped} caption(s) changed since were left as they are)" if skipped else ""
-        return f"{verb} {step['action']!r} on {moved} caption(s){note}"
-
-    # --- saving -------------------------------------------------------------------------
-    def save(self) -> SaveReport:
-        """Write the changed captions atomically; captions changed on disk meanwhile are left alone."""
-        report = SaveReport()
-        for caption in self.captions:
-            if not caption.dirty:
-                continue
-            if _signature(caption.path) != caption.disk_signature and self._changed_on_disk(caption):
-                report.conflicts.append(str(caption.path))
-                continue
-            try:
-                self._write(caption)
-                report.written.append(str(caption.path))
-            except OSError as exc:
-                report.errors.append(f"{caption.path.name}: {exc.strerror or exc}")
-        self._save_history()
-        return report
-
-    def _changed_on_disk(self, caption: Caption) -> bool:
-        try:
-            return caption.path.read_bytes() != caption.disk_bytes or not caption.exists
-        except FileNotFoundError:
-            return caption.exists
-
-    def _write(self, caption: Caption) -> None:
-        if caption.exists and (self.backup or not caption.valid_utf8):
-            # a not-UTF-8 original is always kept: its bytes cannot be shown faithfully
-            shutil.copy2(caption.path, caption.path.with_name(caption.path.name + ".bak"))
-        if not caption.valid_utf8:
-            caption.valid_utf8, caption.bom = True, False
-        data = encode_caption(caption)
-        write_atomic(caption.path, data)
-        caption.exists, caption.dirty, caption.disk_bytes = True, False, data
-        caption.disk_signature = _signature(caption.path)
-
-    # --- history file -------------------------------------------------------------------
-    @property
-    def history_path(self) -> Path:
-        return self.root / STATE_FOLDER / HISTORY_FILE
-
-    def _load_history(self) -> List[Dict]:
-        try:
-            return json.loads(self.history_path.read_text(encoding="utf-8"))[-HISTORY_LIMIT:]
-        except (OSError, ValueError):
-            return []
-
-    def _save_history(self) -> None:
-        try:
-            self.history_path.parent.mkdir(exist_ok=True)
-            write_atomic(self.history_path, json.dumps(self.history, ensure_ascii=False).encode("utf-8"))
-        except OSError:
-            pass  # a read-only dataset can still be edited and saved elsewhere; history is best effort
+def backup(caption: Caption, backup_dir: Path) -> Path:
+    """A copy of the caption's loaded bytes under `backup_dir`, named after it and the time."""
+    backup_dir = Path(backup_dir)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    target = backup_dir / f"{caption.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{time.monotonic_ns() % 10**9}.bak"
+    atomic_write(target, caption.raw)
+    return target

@@ -1,13 +1,15 @@
 """Finding a dataset's images and their caption files.
 
 kohya layout: `<repeats>_<name>/` subfolders of the dataset folder (`10_mychar/img.png` +
-`img.txt`); otherwise the folder itself is one concept with 1 repeat. Dot-folders (our own
-`.lora_trainer/` history among them) are never scanned; symlink loops are not followed twice.
+`img.txt`); a folder without such subfolders is one concept, repeated as its own name says
+(`10_mychar` picked directly) or once. Dot-folders (our `.lora_trainer/` state among them)
+and dot-files are never scanned; symlink loops are followed at most once. Nothing is opened
+here: reading images and captions is for `images` and `captions`.
 """
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Set, Tuple
 
@@ -15,7 +17,7 @@ from lora_trainer.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
-STATE_FOLDER = ".lora_trainer"  # undo history and caches, beside the dataset
+STATE_FOLDER = ".lora_trainer"  # undo history, backups and caches, beside the dataset
 
 
 @dataclass(frozen=True)
@@ -29,52 +31,95 @@ class ImageEntry:
     @property
     def class_token(self) -> str:
         """kohya's fallback caption: the name part of the folder."""
-        match = KOHYA_FOLDER.match(self.folder)
-        return (match.group(2) if match else self.folder).replace("_", " ")
+        return class_token(self.folder)
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    entries: List[ImageEntry] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)  # folders that could not be listed, files left out
+
+
+def class_token(folder_name: str) -> str:
+    match = KOHYA_FOLDER.match(folder_name)
+    return (match.group(2) if match else folder_name).replace("_", " ")
+
+
+def caption_suffix(extension: str) -> str:
+    """`txt`, `.txt` and `.caption` style settings as a suffix with its dot."""
+    extension = extension.strip()
+    if not extension or extension in (".",) or "/" in extension or "\\" in extension:
+        raise DatasetError(f"caption extension {extension!r} is not usable: give one such as .txt or .caption")
+    return extension if extension.startswith(".") else "." + extension
 
 
 def concept_folders(root: Path) -> List[Tuple[Path, str, int]]:
-    """(folder, kohya name, repeats) of each concept; a flat folder is one concept repeated once."""
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and KOHYA_FOLDER.match(p.name))
+    """(folder, kohya name, repeats) of each concept, in name order."""
+    subfolders = sorted(p for p in root.iterdir() if not p.name.startswith(".") and KOHYA_FOLDER.match(p.name) and p.is_dir())
     if subfolders:
         return [(p, p.name, int(KOHYA_FOLDER.match(p.name).group(1))) for p in subfolders]
+    match = KOHYA_FOLDER.match(root.name)
+    if match:
+        return [(root, root.name, int(match.group(1)))]
     return [(root, f"1_{root.name}", 1)]
 
 
-def _walk_images(folder: Path, recursive: bool) -> Iterator[Path]:
+def is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _walk_images(folder: Path, recursive: bool, problems: List[str]) -> Iterator[Path]:
     seen: Set[Tuple[int, int]] = set()
-    for current, dirs, files in os.walk(folder, followlinks=recursive):
+
+    def on_error(error: OSError) -> None:
+        problems.append(f"{error.filename}: folder cannot be listed ({error.strerror}); its images are left out")
+
+    for current, dirs, files in os.walk(folder, followlinks=recursive, onerror=on_error):
         try:
             stat = os.stat(current)
         except OSError:
             dirs[:] = []
             continue
-        if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop
+        if (stat.st_dev, stat.st_ino) in seen:
+            problems.append(f"{current}: a link back to a folder already scanned (symlink loop); not scanned again")
             dirs[:] = []
             continue
         seen.add((stat.st_dev, stat.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+            if is_image_name(name):
                 yield Path(current) / name
 
 
-def scan(root: Path, caption_extension: str = ".txt", recursive: bool = False, reg_dir: Optional[Path] = None) -> List[ImageEntry]:
-    """Every image of the dataset (and of the regularization folder), in a stable order."""
-    entries: List[ImageEntry] = []
+def scan(root: Path, caption_extension: str = ".txt", recursive: bool = False,
+         reg_dir: Optional[Path] = None) -> ScanResult:
+    """Every image of the dataset (then of the regularization folder), in a stable order."""
+    suffix = caption_suffix(caption_extension)
+    result = ScanResult(Path(root))
     for base, is_reg in [(Path(root), False)] + ([(Path(reg_dir), True)] if reg_dir else []):
+        what = "regularization folder" if is_reg else "dataset folder"
         if not base.is_dir():
-            what = "regularization folder" if is_reg else "dataset folder"
-            raise DatasetError(f"{what} {base} does not exist or is not a folder")
-        for folder, name, repeats in concept_folders(base):
-            for image in _walk_images(folder, recursive):
-                entries.append(ImageEntry(image, image.with_suffix(caption_extension), name, repeats, is_reg))
-    return entries
+            raise DatasetError(f"{what} {base} does not exist or is not a folder: check the path")
+        try:
+            folders = concept_folders(base)
+        except OSError as exc:
+            raise DatasetError(f"{what} {base} cannot be listed ({exc.strerror}): check its permissions") from exc
+        if folders[0][0] != base:
+            loose = [n for n in sorted(os.listdir(base)) if is_image_name(n)]
+            if loose:
+                result.problems.append(f"{base}: {len(loose)} image(s) beside the <repeats>_<name> folders are not used "
+                                       f"(e.g. {loose[0]}); move them into one of those folders")
+        for folder, name, repeats in folders:
+            for image in _walk_images(folder, recursive, result.problems):
+                result.entries.append(ImageEntry(image, image.with_suffix(suffix), name, repeats, is_reg))
+    return result
 
 
-def require_images(entries: List[ImageEntry], root: Path) -> None:
-    if not any(not e.is_reg for e in entries):
+def require_images(result: ScanResult) -> None:
+    """Training needs at least one (non-regularization) image."""
+    if not any(not e.is_reg for e in result.entries):
         raise DatasetError(
-            f"no images in {root}: put images (png, jpg, webp, bmp, gif) there, or in kohya subfolders "
+            f"no images in {result.root}: put images (png, jpg, webp, bmp, gif) there, or in kohya subfolders "
             f"named <repeats>_<name> such as 10_mychar"
         )

@@ -3,7 +3,9 @@
 Operators are the upper-case words AND, OR, NOT and unescaped parentheses; everything between
 them is one tag, spaces included (no quotes needed). A tag matches a caption that has that
 whole tag, ignoring case. Parentheses that belong to a tag are written escaped, `\\(`, as
-in captions. `compile_filter` returns a predicate over a caption's set of tag keys.
+in captions, or the tag is put in double quotes (`"poster (object)"`). `compile_filter`
+returns a predicate over a caption's set of tag keys (`tags.tag_key`), so filtering 10,000
+captions is 10,000 set look-ups, not 10,000 parses.
 """
 
 import re
@@ -28,6 +30,16 @@ def _tokens(expression: str) -> List[str]:
 
     position = 0
     while position < len(expression):
+        if expression[position] == '"':
+            end = expression.find('"', position + 1)
+            if end < 0:
+                raise UserError(f"filter {expression!r}: a double quote is not closed")
+            flush()
+            quoted = expression[position + 1:end].strip()
+            if quoted:
+                out.append("TAG:" + quoted)
+            position = end + 1
+            continue
         if expression.startswith("\\", position) and position + 1 < len(expression):
             text.append(expression[position:position + 2])
             position += 2

@@ -1,50 +1,78 @@
 """Caption tags as pure functions: parse, normalise, add, remove, replace, sort, count.
 
 A caption is comma-separated tags. Parsing keeps backslash escapes (`\\(`), prompt weights
-(`(tag:1.2)`) and commas inside brackets intact. Matching is by whole tag, ignoring case and
-extra spaces (`tag_key`). Every operation returns a new list; nothing here touches files.
+(`(tag:1.2)`) and commas inside brackets intact, so `poster \\(object\\)` and
+`(red, blue:1.2)` stay one tag each. Matching is by whole tag, ignoring case and extra
+spaces (`tag_key`). Every operation returns a new list and leaves its input alone; an
+operation with nothing to do returns a list equal to its input, which is how callers know
+that a caption did not change (and must not be rewritten).
 """
 
-import random
 import re
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 _SPACES = re.compile(r"\s+")
+_ESCAPED_BRACKET = re.compile(r"\\([()\[\]])")
 _OPEN, _CLOSE = "([{", ")]}"
 
 
 def normalize_tag(tag: str) -> str:
+    """One tag with runs of whitespace made one space and the ends trimmed."""
     return _SPACES.sub(" ", tag).strip()
 
 
 def tag_key(tag: str) -> str:
-    """What two tags must share to be "the same tag": case and spacing ignored."""
-    return normalize_tag(tag).lower()
+    """What two tags must share to be "the same tag": case, spacing and prompt escapes of
+    brackets ignored (`Poster \\(object\\)` is `poster (object)`)."""
+    key = normalize_tag(tag).lower()
+    return _ESCAPED_BRACKET.sub(r"\1", key) if "\\" in key else key
+
+
+def _closing(caption: str, start: int) -> int:
+    """Index of the bracket closing the one at `start` (nesting and escapes respected), or -1."""
+    depth, position, length = 0, start, len(caption)
+    while position < length:
+        ch = caption[position]
+        if ch == "\\":
+            position += 2
+            continue
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return position
+        position += 1
+    return -1
 
 
 def parse_tags(caption: str) -> List[str]:
-    """Split on commas outside brackets, keeping escapes; empty tags are dropped."""
-    tags, current, depth, escaped = [], [], 0, False
-    for ch in caption:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            current.append(ch)
-            escaped = True
-        elif ch in _OPEN:
-            depth += 1
-            current.append(ch)
-        elif ch in _CLOSE:
-            depth = max(0, depth - 1)
-            current.append(ch)
-        elif ch == "," and depth == 0:
-            tags.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    tags.append("".join(current))
+    """Split on commas, except inside a bracket group; whitespace normalised, empty tags dropped.
+
+    A group is an opening bracket at the start of a tag or after a space (`(red, blue:1.2)`,
+    `girl (a, b)`) that is closed later; emoticon tags such as `:(` or `>_<` stay literal.
+    Backslash escapes (`\\(`) are kept as written.
+    """
+    if "," not in caption:
+        tag = normalize_tag(caption)
+        return [tag] if tag else []
+    tags: List[str] = []
+    start, position, length = 0, 0, len(caption)
+    while position < length:
+        ch = caption[position]
+        if ch == "\\":
+            position += 2
+            continue
+        if ch == ",":
+            tags.append(caption[start:position])
+            start = position + 1
+        elif ch in _OPEN and (position == start or caption[position - 1].isspace() or caption[position - 1] in _OPEN):
+            close = _closing(caption, position)
+            if close > 0:
+                position = close
+        position += 1
+    tags.append(caption[start:])
     return [t for t in (normalize_tag(t) for t in tags) if t]
 
 
@@ -53,11 +81,12 @@ def join_tags(tags: Iterable[str]) -> str:
 
 
 def normalize_caption(caption: str) -> str:
+    """Whitespace normalised and `, ` between tags (duplicates kept: see `dedupe`)."""
     return join_tags(parse_tags(caption))
 
 
 def dedupe(tags: Sequence[str]) -> List[str]:
-    """First occurrence of each tag wins."""
+    """First occurrence of each tag wins (case and spacing ignored)."""
     seen, out = set(), []
     for tag in tags:
         key = tag_key(tag)
@@ -67,21 +96,31 @@ def dedupe(tags: Sequence[str]) -> List[str]:
     return out
 
 
+def has_tag(tags: Sequence[str], tag: str) -> bool:
+    key = tag_key(tag)
+    return any(tag_key(t) == key for t in tags)
+
+
 def add_tag(tags: Sequence[str], new: str, position: Union[str, int] = "back") -> List[str]:
-    """Add `new` at the front, the back or an index; "front" also moves an existing copy first."""
+    """Add `new` at "front", "back" or an index. A tag already present stays where it is,
+    except with "front", which moves it first (the trigger-word case)."""
     new = normalize_tag(new)
     if not new:
         return list(tags)
-    present = any(tag_key(t) == tag_key(new) for t in tags)
+    key = tag_key(new)
+    present = [t for t in tags if tag_key(t) == key]
     if present and position != "front":
         return list(tags)
-    rest = [t for t in tags if tag_key(t) != tag_key(new)]
+    if present and tag_key(tags[0]) == key:
+        return list(tags)
+    rest = [t for t in tags if tag_key(t) != key]
+    keep = present[0] if present else new  # keep the user's spelling of an existing tag
     if position == "front":
-        return [new] + rest
+        return [keep] + rest
     if position == "back":
-        return rest + [new]
+        return rest + [keep]
     index = max(0, min(int(position), len(rest)))
-    return rest[:index] + [new] + rest[index:]
+    return rest[:index] + [keep] + rest[index:]
 
 
 def remove_tag(tags: Sequence[str], target: str) -> List[str]:
@@ -90,45 +129,66 @@ def remove_tag(tags: Sequence[str], target: str) -> List[str]:
 
 
 def replace_tag(tags: Sequence[str], old: str, new: str, regex: bool = False, whole: bool = True) -> List[str]:
-    """Replace whole tags equal to `old` (or matching the regex `old`); an empty result removes the tag.
+    """Replace tags equal to `old` (or matching the regex `old`) with `new`.
 
-    With `whole=False`, a regex or plain text may also match inside a tag.
+    Whole tags only by default: `red` does not touch `red hair`. With `whole=False` the text or
+    regex may also match inside a tag. `new` may hold several comma-separated tags; an empty
+    result removes the tag; a replacement that duplicates a tag already present is dropped.
+    Regexes are case-insensitive and may use groups (`\\1`).
     """
-    out = []
-    if regex:
-        pattern = re.compile(old, re.IGNORECASE)
+    pattern = re.compile(old if regex else re.escape(normalize_tag(old)), re.IGNORECASE)
+    replacement = new if regex else new.replace("\\", "\\\\")
+    out: List[str] = []
+    changed = False
     for tag in tags:
-        if regex:
-            if whole:
-                replaced = pattern.sub(new, tag) if pattern.fullmatch(tag) else tag
+        if whole:
+            if regex:
+                hit = pattern.fullmatch(tag) is not None
             else:
-                replaced = pattern.sub(new, tag)
-        elif whole:
-            replaced = new if tag_key(tag) == tag_key(old) else tag
+                hit = tag_key(tag) == tag_key(old)
+            replaced = pattern.sub(replacement, tag, count=1) if hit else tag
         else:
-            replaced = re.sub(re.escape(old), new.replace("\\", "\\\\"), tag, flags=re.IGNORECASE)
-        out.extend(parse_tags(replaced))
-    return dedupe(out)
+            replaced = pattern.sub(replacement, tag)
+            hit = replaced != tag
+        if hit:
+            changed = True
+            out.extend(("\0", t) for t in parse_tags(replaced))  # marked: new, deduped below
+        else:
+            out.append(("", tag))
+    if not changed:
+        return list(tags)
+    seen = {tag_key(t) for mark, t in out if not mark}
+    result: List[str] = []
+    for mark, tag in out:
+        if mark:
+            if tag_key(tag) in seen:
+                continue
+            seen.add(tag_key(tag))
+        result.append(tag)
+    return result
 
 
 def move_to_front(tags: Sequence[str], targets: Sequence[str]) -> List[str]:
+    """The `targets` present in `tags`, in the order given, then the other tags in their order."""
     keys = [tag_key(t) for t in targets]
     front = [t for key in keys for t in tags if tag_key(t) == key]
-    return dedupe(front + [t for t in tags if tag_key(t) not in keys])
+    return front + [t for t in tags if tag_key(t) not in keys]
 
 
-def sort_tags(tags: Sequence[str], keep: int = 0, frequency: Optional[Dict[str, int]] = None) -> List[str]:
-    """Alphabetical, or by dataset frequency (most common first), after the first `keep` tags."""
+def sort_tags(tags: Sequence[str], keep: int = 0, frequency: Optional[Dict[str, int]] = None,
+              reverse: bool = False) -> List[str]:
+    """Alphabetical, or by dataset frequency (most common first), leaving the first `keep` tags
+    (trigger words, kohya's keep_tokens) where they are."""
     fixed, rest = list(tags[:keep]), list(tags[keep:])
     if frequency is None:
-        rest.sort(key=tag_key)
+        rest.sort(key=tag_key, reverse=reverse)
     else:
-        rest.sort(key=lambda t: (-frequency.get(tag_key(t), 0), tag_key(t)))
+        rest.sort(key=lambda t: (-frequency.get(tag_key(t), 0), tag_key(t)), reverse=reverse)
     return fixed + rest
 
 
 def frequency(captions: Iterable[Sequence[str]]) -> Counter:
-    """In how many captions each tag (by key) appears."""
+    """In how many captions each tag (by `tag_key`) appears."""
     counts: Counter = Counter()
     for tags in captions:
         counts.update({tag_key(t) for t in tags})
@@ -136,21 +196,13 @@ def frequency(captions: Iterable[Sequence[str]]) -> Counter:
 
 
 def token_count(tokenizer, caption: str) -> int:
-    """Tokens of the caption for a CLIP tokenizer (BOS/EOS excluded): the 75/150/225 budget."""
+    """Tokens of the caption for a CLIP-style tokenizer, BOS/EOS excluded: what the 75-token
+    chunks (75 / 150 / 225) are counted in. `tokenizer` has transformers' call interface."""
     return len(tokenizer(caption, add_special_tokens=False)["input_ids"])
 
 
-def training_caption(caption: str, keep_tokens: int = 0, shuffle: bool = False, tag_dropout: float = 0.0,
-                     caption_dropout: float = 0.0, rng: Optional[random.Random] = None) -> str:
-    """The caption one training step sees: caption dropout, then tag dropout and shuffle after `keep_tokens`."""
-    rng = rng or random.Random()
-    if caption_dropout and rng.random() < caption_dropout:
-        return ""
-    tags = parse_tags(caption)
-    keep = max(0, int(keep_tokens))
-    fixed, rest = tags[:keep], tags[keep:]
-    if tag_dropout:
-        rest = [t for t in rest if rng.random() >= tag_dropout]
-    if shuffle:
-        rng.shuffle(rest)
-    return join_tags(fixed + rest)
+def token_counts(tokenizer, captions: Sequence[str]) -> List[int]:
+    """`token_count` for many captions in one batched tokenizer call."""
+    if not captions:
+        return []
+    return [len(ids) for ids in tokenizer(list(captions), add_special_tokens=False)["input_ids"]]

@@ -1,0 +1,123 @@
+"""Dataset-wide undo history, persisted beside the dataset in `.lora_trainer/history/`.
+
+Each bulk edit is one step file holding, for every caption it changed, the exact bytes before
+and after. The step is written *before* the captions are, so that even an edit interrupted
+half-way can be undone. Undo writes the "before" bytes back only where the file still holds
+the "after" bytes; anything changed since is reported, never overwritten. The oldest steps
+are dropped beyond `limit` (default 100).
+"""
+
+import base64
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from lora_trainer.dataset.captions import atomic_write
+
+DEFAULT_LIMIT = 100
+
+
+@dataclass
+class Change:
+    path: Path  # the caption file
+    before: Optional[bytes]  # None: the file did not exist
+    after: Optional[bytes]  # None: the file was deleted
+
+
+@dataclass
+class Step:
+    number: int
+    description: str
+    time: float
+    changes: List[Change] = field(default_factory=list)
+
+
+def _pack(data: Optional[bytes]):
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _unpack(value) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return base64.b64decode(value["base64"])
+    return value.encode("utf-8")
+
+
+class History:
+    """The steps of one dataset folder, oldest first; `root` anchors the relative paths."""
+
+    def __init__(self, state_dir: Path, root: Path, limit: int = DEFAULT_LIMIT):
+        self.folder = Path(state_dir) / "history"
+        self.root = Path(root)
+        self.limit = max(1, int(limit))
+
+    def _files(self) -> List[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.suffix == ".json" and p.stem.isdigit())
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(Path(path).resolve())  # a regularization folder elsewhere
+
+    def _absolute(self, stored: str) -> Path:
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+    def push(self, description: str, changes: List[Change]) -> Step:
+        files = self._files()
+        number = int(files[-1].stem) + 1 if files else 1
+        step = Step(number, description, time.time(), list(changes))
+        self.save(step)
+        for old in self._files()[:-self.limit]:
+            old.unlink()
+        return step
+
+    def save(self, step: Step) -> None:
+        """(Re)write a step file atomically."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        document = {
+            "description": step.description,
+            "time": step.time,
+            "changes": [{"path": self._relative(c.path), "before": _pack(c.before), "after": _pack(c.after)}
+                        for c in step.changes],
+        }
+        atomic_write(self.folder / f"{step.number:08d}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"))
+
+    def _load(self, path: Path) -> Step:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        changes = [Change(self._absolute(c["path"]), _unpack(c["before"]), _unpack(c["after"])) for c in document["changes"]]
+        return Step(int(path.stem), document.get("description", ""), float(document.get("time", 0)), changes)
+
+    def last(self) -> Optional[Step]:
+        files = self._files()
+        return self._load(files[-1]) if files else None
+
+    def summaries(self) -> List[str]:
+        """One line per step, newest first, without loading the changes' bytes into objects."""
+        lines = []
+        for path in reversed(self._files()):
+            step = self._load(path)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(step.time))
+            lines.append(f"{step.number}: {when} {step.description} ({len(step.changes)} caption(s))")
+        return lines
+
+    def drop(self, step: Step) -> None:
+        try:
+            os.unlink(self.folder / f"{step.number:08d}.json")
+        except FileNotFoundError:
+            pass

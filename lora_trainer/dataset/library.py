@@ -1,0 +1,312 @@
+"""The dataset as the tag editor and the CLI see it: every caption loaded once, tags parsed
+once, lowercase tag sets ready for filtering, and bulk edits with undo.
+
+`DatasetIndex.load(folder)` scans and reads every caption; `filter("a AND NOT b")` returns
+indices; `add/remove/replace/...(..., indices=...)` edit the chosen captions, write only the
+ones that changed (atomically, after recording an undo step) and return an `EditReport`
+that says what changed and what was skipped and why. Captions that are not UTF-8, that
+cannot be read, or that changed on disk since they were loaded are never touched by a bulk
+edit.
+"""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Union
+
+from lora_trainer.dataset import tags as T
+from lora_trainer.dataset.captions import (Caption, CaptionConflict, atomic_write, encode_caption, read_caption,
+                                           unchanged_on_disk, write_caption)
+from lora_trainer.dataset.history import DEFAULT_LIMIT, Change, History
+from lora_trainer.dataset.scan import STATE_FOLDER, ImageEntry, ScanResult, scan
+from lora_trainer.dataset.tag_filter import compile_filter
+from lora_trainer.dataset.training_captions import fallback_caption
+from lora_trainer.errors import DatasetError
+
+TagEdit = Callable[[List[str]], List[str]]
+
+
+@dataclass
+class EditReport:
+    action: str
+    changed: List[Path] = field(default_factory=list)
+    created: List[Path] = field(default_factory=list)  # caption files that did not exist before
+    unchanged: int = 0
+    skipped_non_utf8: List[Path] = field(default_factory=list)
+    skipped_unreadable: List[str] = field(default_factory=list)
+    conflicts: List[Path] = field(default_factory=list)  # changed on disk since loaded: left alone
+    failed: List[str] = field(default_factory=list)  # could not be written (message)
+
+    def summary(self) -> str:
+        """What a person needs to know, in a few lines."""
+        lines = [f"{self.action}: {len(self.changed)} caption(s) changed"
+                 + (f" ({len(self.created)} new file(s))" if self.created else "")
+                 + f", {self.unchanged} unchanged"]
+        for label, items in (("skipped, not valid UTF-8 (edit each on its own to convert it)", self.skipped_non_utf8),
+                             ("skipped, cannot be read", self.skipped_unreadable),
+                             ("not overwritten, changed on disk since loaded (reload, then edit again)", self.conflicts),
+                             ("could not be written", self.failed)):
+            if items:
+                shown = ", ".join(str(i) for i in items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+                lines.append(f"  {len(items)} {label}: {shown}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "changed": [str(p) for p in self.changed], "created": [str(p) for p in self.created],
+                "unchanged": self.unchanged, "skipped_non_utf8": [str(p) for p in self.skipped_non_utf8],
+                "skipped_unreadable": list(self.skipped_unreadable), "conflicts": [str(p) for p in self.conflicts],
+                "failed": list(self.failed)}
+
+
+def _keys(tags: Sequence[str]) -> FrozenSet[str]:
+    return frozenset(T.tag_key(t) for t in tags)
+
+
+class DatasetIndex:
+    """All images and captions of one dataset folder, in memory."""
+
+    def __init__(self, scanned: ScanResult, captions: List[Caption], history_limit: int = DEFAULT_LIMIT,
+                 backup: bool = False):
+        self.root = scanned.root
+        self.entries: List[ImageEntry] = scanned.entries
+        self.problems: List[str] = scanned.problems
+        self.captions: List[Caption] = captions
+        self.tags: List[List[str]] = [T.parse_tags(c.text) for c in captions]
+        self.keys: List[FrozenSet[str]] = [_keys(t) for t in self.tags]
+        self.state_dir = self.root / STATE_FOLDER
+        self.history = History(self.state_dir, self.root, history_limit)
+        self.backup = backup  # keep a copy of every caption before it is rewritten
+        self._frequency: Optional[Counter] = None
+
+    @classmethod
+    def load(cls, root: Union[str, Path], caption_extension: str = ".txt", recursive: bool = False,
+             reg_dir: Optional[Path] = None, history_limit: int = DEFAULT_LIMIT, backup: bool = False) -> "DatasetIndex":
+        scanned = scan(Path(root), caption_extension, recursive, reg_dir)
+        return cls(scanned, [read_caption(e.caption) for e in scanned.entries], history_limit, backup)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def filter(self, expression: str) -> List[int]:
+        """Indices of the images whose tags match `expression` (see `tag_filter`)."""
+        predicate = compile_filter(expression)
+        return [i for i, keys in enumerate(self.keys) if predicate(keys)]
+
+    def frequency(self, indices: Optional[Iterable[int]] = None) -> Counter:
+        """Tag key -> number of captions holding it (of `indices`, or of all)."""
+        if indices is not None:
+            counts: Counter = Counter()
+            for i in indices:
+                counts.update(self.keys[i])
+            return counts
+        if self._frequency is None:
+            counts = Counter()
+            for keys in self.keys:
+                counts.update(keys)
+            self._frequency = counts
+        return Counter(self._frequency)
+
+    def missing_captions(self) -> List[int]:
+        return [i for i, c in enumerate(self.captions) if not c.exists]
+
+    def empty_captions(self) -> List[int]:
+        return [i for i, c in enumerate(self.captions) if c.exists and c.error is None and c.empty]
+
+    def non_utf8_captions(self) -> List[int]:
+        return [i for i, c in enumerate(self.captions) if c.non_utf8]
+
+    def unreadable_captions(self) -> List[int]:
+        return [i for i, c in enumerate(self.captions) if c.error]
+
+    def training_caption(self, index: int) -> str:
+        """What training uses: the caption, or the folder's class token when missing or empty."""
+        caption = self.captions[index]
+        return fallback_caption(None if caption.error else caption.text, self.entries[index].class_token)
+
+    def relative(self, index: int) -> str:
+        try:
+            return self.entries[index].image.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(self.entries[index].image)
+
+    # --- editing ---------------------------------------------------------------------------
+
+    def edit(self, action: str, change: TagEdit, indices: Optional[Iterable[int]] = None) -> EditReport:
+        """Apply `change` (tags -> tags) to the chosen captions, write those that changed."""
+        report = EditReport(action)
+        planned = []
+        for i in (range(len(self)) if indices is None else indices):
+            caption = self.captions[i]
+            if caption.error:
+                report.skipped_unreadable.append(caption.error)
+                continue
+            if caption.non_utf8:
+                report.skipped_non_utf8.append(caption.path)
+                continue
+            new_tags = change(list(self.tags[i]))
+            if new_tags == self.tags[i]:
+                report.unchanged += 1
+                continue
+            planned.append((i, T.join_tags(new_tags)))
+        self._write(report, planned, action)
+        return report
+
+    def set_caption(self, index: int, text: str) -> EditReport:
+        """An explicit edit of one caption, written as given. This is the only way a non-UTF-8
+        caption is rewritten (as UTF-8; its original bytes are backed up first)."""
+        caption = self.captions[index]
+        report = EditReport(f"edit {caption.path.name}")
+        if caption.error:
+            report.skipped_unreadable.append(caption.error)
+            return report
+        if caption.exists and not caption.non_utf8 and text == caption.text:
+            report.unchanged += 1
+            return report
+        self._write(report, [(index, text)], report.action, allow_non_utf8=True)
+        return report
+
+    def _backup_dir(self, stamp: str, path: Path) -> Path:
+        try:
+            relative = path.parent.relative_to(self.root)
+        except ValueError:
+            relative = Path("_outside") / path.parent.name
+        return self.state_dir / "backups" / stamp / relative
+
+    def _write(self, report: EditReport, planned, action: str, allow_non_utf8: bool = False) -> None:
+        ready = []
+        for i, text in planned:
+            caption = self.captions[i]
+            if not unchanged_on_disk(caption):
+                report.conflicts.append(caption.path)
+                continue
+            data = encode_caption(caption, text)
+            if caption.exists and data == caption.raw:
+                report.unchanged += 1
+                continue
+            ready.append((i, text, data))
+        if not ready:
+            return
+        step = self.history.push(action, [Change(self.captions[i].path, self.captions[i].raw if self.captions[i].exists else None, data)
+                                          for i, _, data in ready])
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{step.number}"
+        written = []
+        for i, text, data in ready:
+            caption = self.captions[i]
+            backup_dir = self._backup_dir(stamp, caption.path) if (self.backup or caption.non_utf8) else None
+            try:
+                new = write_caption(caption, text, backup_dir=backup_dir, allow_non_utf8=allow_non_utf8)
+            except CaptionConflict:
+                report.conflicts.append(caption.path)
+                continue
+            except (OSError, DatasetError) as exc:
+                report.failed.append(f"{caption.path}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            report.changed.append(caption.path)
+            if not caption.exists:
+                report.created.append(caption.path)
+            self._set(i, new)
+            written.append(i)
+        if len(written) != len(ready):  # keep the undo step truthful: only what was written
+            kept = {self.captions[i].path for i in written}
+            step.changes = [c for c in step.changes if c.path in kept]
+            if step.changes:
+                self.history.save(step)
+            else:
+                self.history.drop(step)
+
+    def _set(self, index: int, caption: Caption) -> None:
+        self.captions[index] = caption
+        self.tags[index] = T.parse_tags(caption.text)
+        self.keys[index] = _keys(self.tags[index])
+        self._frequency = None
+
+    def add(self, tag: str, position: Union[str, int] = "back", indices: Optional[Iterable[int]] = None) -> EditReport:
+        if not T.normalize_tag(tag):
+            raise DatasetError("the tag to add is empty: give the tag text")
+        return self.edit(f"add {tag!r}" + (" at the front" if position == "front" else ""),
+                         lambda tags: T.add_tag(tags, tag, position), indices)
+
+    def remove(self, tag: str, indices: Optional[Iterable[int]] = None) -> EditReport:
+        return self.edit(f"remove {tag!r}", lambda tags: T.remove_tag(tags, tag), indices)
+
+    def replace(self, old: str, new: str, regex: bool = False, whole: bool = True,
+                indices: Optional[Iterable[int]] = None) -> EditReport:
+        if regex:
+            import re
+            try:
+                re.compile(old)
+            except re.error as exc:
+                raise DatasetError(f"regular expression {old!r} is not valid ({exc}); fix it or drop --regex") from exc
+        return self.edit(f"replace {old!r} with {new!r}" + (" (regex)" if regex else ""),
+                         lambda tags: T.replace_tag(tags, old, new, regex=regex, whole=whole), indices)
+
+    def move_to_front(self, targets: Sequence[str], indices: Optional[Iterable[int]] = None) -> EditReport:
+        return self.edit(f"move {', '.join(targets)} to the front", lambda tags: T.move_to_front(tags, targets), indices)
+
+    def sort(self, keep: int = 0, by_frequency: bool = False, indices: Optional[Iterable[int]] = None) -> EditReport:
+        freq = dict(self.frequency()) if by_frequency else None
+        return self.edit("sort tags" + (" by frequency" if by_frequency else ""),
+                         lambda tags: T.sort_tags(tags, keep, freq), indices)
+
+    def dedupe(self, indices: Optional[Iterable[int]] = None) -> EditReport:
+        return self.edit("remove duplicate tags", T.dedupe, indices)
+
+    def normalize(self, indices: Optional[Iterable[int]] = None) -> EditReport:
+        """Rewrite captions whose text differs from their normalised form (`, ` between tags)."""
+        report = EditReport("normalise whitespace")
+        planned = []
+        for i in (range(len(self)) if indices is None else indices):
+            caption = self.captions[i]
+            if caption.error or caption.non_utf8:
+                (report.skipped_unreadable.append(caption.error) if caption.error else report.skipped_non_utf8.append(caption.path))
+                continue
+            text = T.join_tags(self.tags[i])
+            if not caption.exists or text == caption.text:
+                report.unchanged += 1
+                continue
+            planned.append((i, text))
+        self._write(report, planned, report.action)
+        return report
+
+    # --- undo ------------------------------------------------------------------------------
+
+    def undo(self) -> EditReport:
+        """Undo the newest step: restore each caption that still holds what that step wrote."""
+        step = self.history.last()
+        if step is None:
+            raise DatasetError(f"nothing to undo in {self.root}: no edits are recorded there")
+        report = EditReport(f"undo {step.description!r}")
+        by_path = {e.caption: i for i, e in enumerate(self.entries)}
+        for change in step.changes:
+            current = read_caption(change.path)
+            holds_after = (current.raw == change.after) if change.after is not None else not current.exists
+            if current.error or not holds_after:
+                report.conflicts.append(change.path)
+                continue
+            try:
+                if change.before is None:
+                    change.path.unlink()
+                    restored = read_caption(change.path)
+                else:
+                    atomic_write(change.path, change.before)
+                    restored = read_caption(change.path)
+            except OSError as exc:
+                report.failed.append(f"{change.path}: {exc.strerror or exc}")
+                continue
+            report.changed.append(change.path)
+            if change.path in by_path:
+                self._set(by_path[change.path], restored)
+        self.history.drop(step)
+        return report
+
+    def refresh(self) -> List[int]:
+        """Re-read the captions that changed on disk (e.g. after a conflict); their indices."""
+        changed = []
+        for i, caption in enumerate(self.captions):
+            if not unchanged_on_disk(caption):
+                self._set(i, read_caption(caption.path))
+                changed.append(i)
+        return changed
