@@ -38,6 +38,7 @@ def sanitize_output_name(name: str, *, truncate: bool = False) -> str:
     a trailing `.safetensors`, control/format characters, characters Windows forbids or A1111's
     `<lora:...>` syntax breaks on (`<>:"|?*` become `_`), leading dots, trailing dots and spaces.
     Refused: empty names, paths (`/`, `\\`, `..`), reserved Windows device names (CON, NUL, COM1...),
+    a leading `~` (home-folder expansion),
     and names over 120 characters / 200 UTF-8 bytes (unless `truncate=True`, which shortens them).
     """
     if not isinstance(name, str):
@@ -46,7 +47,7 @@ def sanitize_output_name(name: str, *, truncate: bool = False) -> str:
     for suffix in _SUFFIXES:
         if text.lower().endswith(suffix):
             text = text[: -len(suffix)].rstrip()
-    if "/" in text or "\\" in text or text == "..":
+    if "/" in text or "\\" in text or text == ".." or text.startswith("~"):
         raise ConfigError(f"{name!r} is a path; give a plain file name such as my_lora (the folder is output.dir)")
     text = "".join(ch for ch in text if not _is_dropped(ch))
     text = re.sub(r'[<>:"|?*]', "_", text).strip().lstrip(".").rstrip(". ")

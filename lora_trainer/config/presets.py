@@ -16,7 +16,6 @@ from lora_trainer.config.validate import parse_dict, raise_for
 from lora_trainer.errors import ConfigError
 
 Partial = Dict[str, Dict[str, Any]]
-PRESET_FORMAT = 1
 
 PRESETS: Dict[str, Partial] = {
     "SD1.5 character": {
@@ -73,13 +72,14 @@ def _user_file(folder: Union[str, Path], name: str) -> Path:
     return Path(folder) / f"{sanitize_output_name(name)}.json"
 
 
-def _read_user(path: Path) -> Dict[str, Any]:
+def _read_user(path: Path) -> Partial:
+    """A user preset file: a JSON object of sections, like a config file that sets only some keys."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"preset file {path} cannot be read: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-        raise ConfigError(f"preset file {path} is not a preset (no \"config\" table)")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"preset file {path} is not a preset (a JSON object of sections such as \"train\")")
     return data
 
 
@@ -90,12 +90,11 @@ def list_presets(folder: Optional[Union[str, Path]] = None) -> List[str]:
         users = []
         for path in Path(folder).glob("*.json"):
             try:
-                data = _read_user(path)
+                _read_user(path)
             except ConfigError:
                 continue
-            name = data.get("name") if isinstance(data.get("name"), str) else path.stem
-            if not _builtin(name):
-                users.append(name)
+            if not _builtin(path.stem):
+                users.append(path.stem)
         names.extend(sorted(users, key=str.casefold))
     return names
 
@@ -112,7 +111,7 @@ def load_preset(name: str, folder: Optional[Union[str, Path]] = None) -> Partial
         raise ConfigError(f"unknown preset {name!r}: {exc}") from exc
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets(folder))}")
-    partial = _read_user(path)["config"]
+    partial = _read_user(path)
     _, errors = parse_dict(partial)
     raise_for(errors, f"preset {name!r} ({path})")
     return _copy(partial)
@@ -144,8 +143,9 @@ def save_user_preset(folder: Union[str, Path], name: str, config: Union[TrainCon
                      include_run_specific: bool = False, overwrite: bool = True) -> Path:
     """Save `config` (its differences from the defaults) as user preset `name` in `folder`.
 
-    The name is sanitised into the file name (`<name>.json`, atomic write); built-in names are
-    refused so a user preset never hides one.
+    The file is `<sanitised name>.json` (atomic write), a JSON object of sections holding only the
+    keys that differ from the defaults; built-in names are refused so a user preset never hides one.
+    `list_presets` shows it under the sanitised name.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("a preset needs a name")
@@ -160,5 +160,4 @@ def save_user_preset(folder: Union[str, Path], name: str, config: Union[TrainCon
         _, errors = parse_dict(config)
         raise_for(errors, f"preset {name!r}")
         partial = merge({}, config)
-    data = {"name": name.strip(), "format": PRESET_FORMAT, "config": partial}
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, json.dumps(partial, indent=2, ensure_ascii=False) + "\n")

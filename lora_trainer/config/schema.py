@@ -153,9 +153,11 @@ class TrainConfig:
 
         Values are type-checked here; ranges and cross-field rules are `validate`'s job.
         """
-        from lora_trainer.config.validate import from_dict
+        from lora_trainer.config.validate import parse_dict, raise_for
 
-        return from_dict(data)
+        config, errors = parse_dict(data)
+        raise_for(errors)
+        return config
 
     def copy(self) -> "TrainConfig":
         return copy.deepcopy(self)

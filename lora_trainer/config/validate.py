@@ -123,18 +123,20 @@ def parse_dict(data: Any, base: Optional[TrainConfig] = None) -> Tuple[TrainConf
     return config, errors
 
 
-def from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
-    """Like `parse_dict`, but raises one ConfigError listing every problem."""
-    config, errors = parse_dict(data, base)
-    raise_for(errors)
-    return config
+def from_dict(data: Any, base: Optional[TrainConfig] = None) -> Tuple[TrainConfig, List[FieldError]]:
+    """(config, errors) from a nested dict: the same as `parse_dict` (the UI's entry point).
+
+    `TrainConfig.from_dict(data)` is the raising form.
+    """
+    return parse_dict(data, base)
 
 
 def _range_message(meta: Dict[str, Any], value: Any) -> str:
     low, high = meta.get("low"), meta.get("high")
-    if low is not None and high is not None:
-        return f"must be between {low:g} and {high:g}, not {value:g}"
-    return f"must be at least {low:g}, not {value:g}" if low is not None else f"must be at most {high:g}, not {value:g}"
+    allowed = f" (allowed: {low} to {high})" if low is not None and high is not None else ""
+    if low is not None and value < low:
+        return f"must be at least {low}{allowed}, not {value}"
+    return f"must be at most {high}{allowed}, not {value}"
 
 
 def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldError]:
@@ -190,8 +192,6 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
         if train.optimizer == "adamw8bit":
             error("train.optimizer", f"adamw8bit needs a CUDA GPU (bitsandbytes); use adamw or adafactor on {train.device}")
     # data
-    if not dataset.dir.strip():
-        error("dataset.dir", "required: the folder with your training images")
     if dataset.reg_dir and dataset.dir and Path(dataset.reg_dir) == Path(dataset.dir):
         error("dataset.reg_dir", "is the training folder itself; use a separate folder of regularization images or leave it empty")
     if not dataset.caption_extension.startswith(".") or len(dataset.caption_extension) < 2 or "/" in dataset.caption_extension \
@@ -239,6 +239,9 @@ def _path_errors(config: TrainConfig) -> List[FieldError]:
     checks = [("model.checkpoint", config.model.checkpoint, "file_or_dir", False),
               ("dataset.dir", config.dataset.dir, "dir", False), ("dataset.reg_dir", config.dataset.reg_dir, "dir", True)]
     for path, value, kind, optional in checks:
+        if not value and path == "dataset.dir":
+            errors.append(FieldError(path, "required: the folder with your training images"))
+            continue
         if not value and optional:
             continue
         if not value and path == "model.checkpoint":
