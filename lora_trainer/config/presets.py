@@ -20,14 +20,14 @@ Partial = Dict[str, Dict[str, Any]]
 PRESETS: Dict[str, Partial] = {
     "SD1.5 character": {
         "dataset": {"resolution": 512, "min_bucket_reso": 256, "max_bucket_reso": 1024, "keep_tokens": 1, "shuffle_tags": True,
-                    "flip": False},
+                    "flip": False, "cache_text_encoder_outputs": False},
         "network": {"type": "lora", "rank": 16, "alpha": 8, "train_text_encoder": True},
         "train": {"unet_lr": 1e-4, "text_encoder_lr": 5e-5, "optimizer": "adamw", "scheduler": "cosine", "max_steps": 1500,
                   "batch_size": 2, "min_snr_gamma": 5.0},
     },
     "SD1.5 style": {
         "dataset": {"resolution": 512, "min_bucket_reso": 256, "max_bucket_reso": 1024, "keep_tokens": 0, "shuffle_tags": True,
-                    "flip": True},
+                    "flip": True, "cache_text_encoder_outputs": False},
         "network": {"type": "locon", "rank": 32, "alpha": 16, "conv_rank": 16, "conv_alpha": 8, "train_text_encoder": True},
         "train": {"unet_lr": 1e-4, "text_encoder_lr": 5e-5, "optimizer": "adamw", "scheduler": "cosine", "max_steps": 3000,
                   "batch_size": 2, "min_snr_gamma": 5.0, "noise_offset": 0.05},
