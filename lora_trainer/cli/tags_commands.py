@@ -1,118 +1,142 @@
-"""`tags`: dataset stats and bulk caption edits from the shell (the same functions as the tab).
+"""`python -m lora_trainer tags ...`: dataset statistics and bulk caption edits with undo.
 
-    python -m lora_trainer tags stats DIR [--json]
-    python -m lora_trainer tags add DIR TAG [--front] [--filter EXPR]
-    python -m lora_trainer tags remove DIR TAG [--filter EXPR]
-    python -m lora_trainer tags replace DIR OLD NEW [--regex] [--filter EXPR]
-    python -m lora_trainer tags undo DIR
+The same library functions as the tag editor tab (`lora_trainer.dataset`). Every edit prints
+what changed and what was skipped; `tags undo DIR` reverts the last edit. Exit codes: 0 done,
+1 some captions could not be written or changed on disk meanwhile (named in the output),
+2 bad input.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    tags = sub.add_parser("tags", help="dataset stats and bulk caption edits")
-    actions = tags.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="dataset folder (kohya <repeats>_<name> subfolders, or a flat folder)")
+    parser.add_argument("--caption-ext", default=".txt", help="caption file extension (default .txt; e.g. .caption)")
+    parser.add_argument("--recursive", action="store_true", help="also scan subfolders of each concept folder")
 
-    def common(parser, with_filter=True):
-        parser.add_argument("dir", type=Path, help="dataset folder")
-        parser.add_argument("--caption-extension", default=".txt")
-        parser.add_argument("--recursive", action="store_true")
-        if with_filter:
-            parser.add_argument("--filter", default="", help='act only on matching images, e.g. "red hair AND NOT hat"')
-            parser.add_argument("--backup", action="store_true", help="keep <caption>.bak copies of what is changed")
 
-    stats = actions.add_parser("stats", help="counts, problems and tag frequency")
-    common(stats, with_filter=False)
-    stats.add_argument("--json", action="store_true")
-    stats.add_argument("--tokens", action="store_true", help="also count CLIP tokens (needs transformers)")
-    add = actions.add_parser("add", help="add a tag to every (matching) caption")
-    common(add)
+def _edit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filter", default="", metavar="EXPR",
+                        help='act only on images whose tags match, e.g. "red hair AND NOT (solo OR 1boy)"')
+    parser.add_argument("--backup", action="store_true", help="keep a copy of each caption before rewriting it (in DIR/.lora_trainer/backups)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(subparsers) -> None:
+    tags = subparsers.add_parser("tags", help="dataset statistics and bulk caption edits (with undo)",
+                                 description=__doc__.splitlines()[0])
+    sub = tags.add_subparsers(dest="tags_command", metavar="ACTION")
+    sub.required = True
+
+    stats = sub.add_parser("stats", help="images per folder, caption problems, unreadable and duplicate images, tag frequency")
+    _common(stats)
+    stats.add_argument("--json", action="store_true", help="print the full report as JSON")
+    stats.add_argument("--reg-dir", type=Path, default=None, help="regularization folder to include")
+    stats.add_argument("--tokens", action="store_true", help="count CLIP tokens per caption (flags > 75 and > 225)")
+    stats.add_argument("--resolution", type=int, default=0, help="also show the kohya buckets for this training resolution")
+    stats.set_defaults(handler=_stats)
+
+    add = sub.add_parser("add", help="add a tag to every (or every filtered) caption")
+    _common(add)
     add.add_argument("tag")
-    add.add_argument("--front", action="store_true", help="put it first (moving it if present)")
-    remove = actions.add_parser("remove", help="remove a tag")
-    common(remove)
+    add.add_argument("--front", action="store_true", help="put it first (moves it there if already present)")
+    _edit_options(add)
+    add.set_defaults(handler=_add)
+
+    remove = sub.add_parser("remove", help="remove a tag (whole tag, any case)")
+    _common(remove)
     remove.add_argument("tag")
-    replace = actions.add_parser("replace", help="replace a whole tag (or a regex over whole tags)")
-    common(replace)
-    replace.add_argument("old")
-    replace.add_argument("new")
-    replace.add_argument("--regex", action="store_true")
-    undo = actions.add_parser("undo", help="undo the last caption change of this dataset")
-    common(undo, with_filter=False)
-    for parser in (stats, add, remove, replace, undo):
-        parser.set_defaults(handler=_run)
+    _edit_options(remove)
+    remove.set_defaults(handler=_remove)
+
+    rep = sub.add_parser("replace", help="replace a tag (whole tags only) or, with --regex, tags matching a pattern")
+    _common(rep)
+    rep.add_argument("old")
+    rep.add_argument("new", help="replacement (empty removes the tag; may hold several tags: \"a, b\")")
+    rep.add_argument("--regex", action="store_true", help="OLD is a regular expression matched against whole tags")
+    rep.add_argument("--partial", action="store_true", help="also replace inside tags, not only whole tags")
+    _edit_options(rep)
+    rep.set_defaults(handler=_replace)
+
+    undo = sub.add_parser("undo", help="undo the last edit of this dataset")
+    _common(undo)
+    undo.add_argument("--json", action="store_true", help="print the result as JSON")
+    undo.set_defaults(handler=_undo)
+
+    history = sub.add_parser("history", help="list the edits that can be undone, newest first")
+    _common(history)
+    history.set_defaults(handler=_history)
 
 
-def _open(args, backup=False):
-    from lora_trainer.dataset.captions import CaptionStore
-    from lora_trainer.dataset.scan import require_images, scan
+def _load(args, backup: bool = False):
+    from lora_trainer.dataset.library import DatasetIndex
 
-    entries = scan(args.dir, args.caption_extension, args.recursive)
-    require_images(entries, args.dir)
-    return CaptionStore(args.dir, entries, backup=backup)
+    return DatasetIndex.load(args.dir, args.caption_ext, args.recursive, getattr(args, "reg_dir", None), backup=backup)
 
 
 def _stats(args) -> int:
-    from lora_trainer.dataset.check import check_dataset
+    from lora_trainer.dataset.buckets import BucketSettings
+    from lora_trainer.dataset.check import check_dataset, format_report
 
-    store = _open(args)
+    index = _load(args)
     tokenizer = None
     if args.tokens:
+        from lora_trainer.models.families import CLIP_L
         from lora_trainer.models.tokenizers import load_clip_tokenizer
 
-        tokenizer = load_clip_tokenizer("clip_l")
-    report = check_dataset(args.dir, store.entries, store, tokenizer)
+        tokenizer = load_clip_tokenizer(CLIP_L)
+    buckets = BucketSettings((args.resolution, args.resolution)) if args.resolution else None
+    report = check_dataset(index, tokenizer=tokenizer, buckets=buckets)
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-        return 0
-    print(f"{report['images']} images in {len(report['folders'])} folder(s)")
-    for name, folder in report["folders"].items():
-        print(f"  {name}: {folder['images']} images x {folder['repeats']} repeats")
-    for key in ("captions_missing", "captions_empty", "non_utf8", "unreadable"):
-        if report[key]:
-            print(f"{key.replace('_', ' ')}: {len(report[key])}, e.g. {report[key][0]}")
-    if report["duplicates"]:
-        print(f"duplicate images: {len(report['duplicates'])} groups, e.g. {report['duplicates'][0]}")
-    top = list(report["tag_frequency"].items())[:15]
-    print("top tags: " + ", ".join(f"{tag} ({n})" for tag, n in top))
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+    else:
+        print(format_report(report))
     return 0
 
 
-def _edit(args) -> int:
-    from lora_trainer.dataset import tags as ops
-    from lora_trainer.dataset.tag_filter import compile_filter
+def _run_edit(args, action) -> int:
+    index = _load(args, backup=args.backup)
+    indices = index.filter(args.filter) if args.filter else None
+    if indices is not None and not indices:
+        print(f"no image matches the filter {args.filter!r}; nothing changed", file=sys.stderr)
+        return 0
+    report = action(index, indices)
+    _print(report, args)
+    return 1 if (report.conflicts or report.failed) else 0
 
-    store = _open(args, backup=args.backup)
-    selected = store.select(compile_filter(args.filter))
-    if args.action == "add":
-        report = store.apply(f"add {args.tag}", selected, lambda t: ops.add_tag(t, args.tag, "front" if args.front else "back"))
-    elif args.action == "remove":
-        report = store.apply(f"remove {args.tag}", selected, lambda t: ops.remove_tag(t, args.tag))
+
+def _print(report, args) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
     else:
-        report = store.apply(f"replace {args.old} -> {args.new}", selected, lambda t: ops.replace_tag(t, args.old, args.new, regex=args.regex))
-    saved = store.save()
-    print(f"{len(selected)} of {len(store.captions)} images matched; {report.summary()}; {saved.summary()}")
-    return 1 if saved.conflicts or saved.errors else 0
+        print(report.summary())
+
+
+def _add(args) -> int:
+    return _run_edit(args, lambda index, sel: index.add(args.tag, "front" if args.front else "back", sel))
+
+
+def _remove(args) -> int:
+    return _run_edit(args, lambda index, sel: index.remove(args.tag, sel))
+
+
+def _replace(args) -> int:
+    return _run_edit(args, lambda index, sel: index.replace(args.old, args.new, regex=args.regex, whole=not args.partial, indices=sel))
 
 
 def _undo(args) -> int:
-    store = _open(args)
-    message = store.undo()
-    if message is None:
-        print("nothing to undo")
-        return 0
-    saved = store.save()
-    print(f"{message}; {saved.summary()}")
-    return 1 if saved.conflicts or saved.errors else 0
+    report = _load(args).undo()
+    _print(report, args)
+    return 1 if (report.conflicts or report.failed) else 0
 
 
-def _run(args) -> int:
-    if args.action == "stats":
-        return _stats(args)
-    if args.action == "undo":
-        return _undo(args)
-    return _edit(args)
+def _history(args) -> int:
+    from lora_trainer.dataset.history import History
+    from lora_trainer.dataset.scan import STATE_FOLDER
+
+    lines = History(args.dir / STATE_FOLDER, args.dir).summaries()
+    print("\n".join(lines) if lines else f"no edits recorded for {args.dir}")
+    return 0

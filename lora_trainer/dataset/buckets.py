@@ -1,71 +1,130 @@
-"""kohya-compatible aspect-ratio buckets: choose one per image, resize to cover it, crop.
+"""kohya-compatible aspect-ratio buckets, the resize/crop/flip that fits an image to its bucket,
+and the bucket report (resolution -> count).
 
-Buckets are the (width, height) pairs on a 64-pixel grid between the min and max side whose
-area fits resolution^2 (plus the square). Each image goes to the bucket of closest aspect
-ratio; with `no_upscale`, small images get a bucket no larger than themselves instead.
+Follows sd-scripts' `make_bucket_resolutions` and `BucketManager.select_bucket`, so that a
+dataset lands in the same buckets as with kohya (and LoRA metadata `ss_bucket_info` agrees).
 """
 
 import math
 import random
 from collections import Counter
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-Bucket = Tuple[int, int]  # (width, height)
-STEP = 64
+Size = Tuple[int, int]  # (width, height)
 
 
-def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, step: int = STEP) -> List[Bucket]:
-    area = resolution * resolution
-    side = max(step, resolution // step * step)
-    buckets = {(side, side)}
-    for width in range(-(-min_side // step) * step, max_side + 1, step):
-        height = min(max_side, (area // width) // step * step)
-        if height >= min_side:
-            buckets.add((width, height))
-            buckets.add((height, width))
-    return sorted(buckets)
+@dataclass(frozen=True)
+class BucketSettings:
+    resolution: Size = (512, 512)  # the training area is width * height
+    min_size: int = 256
+    max_size: int = 1024
+    step: int = 64
+    no_upscale: bool = False  # bucket each image at or below its own size
+
+    def __post_init__(self):
+        if self.step <= 0 or self.min_size <= 0 or self.max_size < self.min_size:
+            raise ValueError(f"bucket sizes must satisfy 0 < min_size <= max_size and step > 0 (got {self})")
+        if min(self.resolution) < self.step:
+            raise ValueError(f"resolution {self.resolution} is smaller than the bucket step {self.step}")
 
 
-def choose_bucket(size: Tuple[int, int], buckets: Sequence[Bucket]) -> Bucket:
-    """The bucket whose aspect ratio is closest to (width, height); ties go to the larger one."""
-    ratio = math.log(size[0] / size[1])
-    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1]))
+@dataclass(frozen=True)
+class BucketChoice:
+    bucket: Size  # the training size (width, height)
+    resized: Size  # the size the image is resized to before cropping to `bucket`
+    aspect_error: float
 
 
-def no_upscale_bucket(size: Tuple[int, int], resolution: int, step: int = STEP) -> Bucket:
-    """For an image smaller than the training area: its own size, rounded down to the grid."""
+def bucket_resolutions(settings: BucketSettings) -> List[Size]:
+    """Every (w, h) on the step grid within [min_size, max_size] whose area fits the resolution."""
+    max_area = settings.resolution[0] * settings.resolution[1]
+    step = settings.step
+    side = int(math.sqrt(max_area) // step) * step
+    resos = {(side, side)}
+    width = settings.min_size
+    while width <= settings.max_size:
+        height = min(settings.max_size, int((max_area // width) // step) * step)
+        if height >= settings.min_size:
+            resos.add((width, height))
+            resos.add((height, width))
+        width += step
+    return sorted(resos)
+
+
+def _round_to_step(value: float, step: int) -> int:
+    value = int(value + 0.5)
+    return value - value % step
+
+
+def choose_bucket(size: Size, settings: BucketSettings, resolutions: Optional[Sequence[Size]] = None) -> BucketChoice:
+    """kohya's choice for an image of `size` (width, height, after EXIF rotation)."""
     width, height = size
-    scale = min(1.0, math.sqrt(resolution * resolution / (width * height)))
-    return (max(step, int(width * scale) // step * step), max(step, int(height * scale) // step * step))
+    aspect = width / height
+    step = settings.step
+    if not settings.no_upscale:
+        resolutions = list(resolutions) if resolutions is not None else bucket_resolutions(settings)
+        if (width, height) in resolutions:
+            bucket = (width, height)
+        else:
+            bucket = min(resolutions, key=lambda r: abs(r[0] / r[1] - aspect))  # first of equals, as argmin
+        scale = bucket[1] / height if aspect > bucket[0] / bucket[1] else bucket[0] / width
+        resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+    else:
+        max_area = settings.resolution[0] * settings.resolution[1]
+        if width * height > max_area:
+            resized_width = math.sqrt(max_area * aspect)
+            resized_height = max_area / resized_width
+            w_rounded = _round_to_step(resized_width, step)
+            h_in_w = _round_to_step(w_rounded / aspect, step)
+            h_rounded = _round_to_step(resized_height, step)
+            w_in_h = _round_to_step(h_rounded * aspect, step)
+            ar_w = w_rounded / h_in_w if h_in_w else float("inf")
+            ar_h = w_in_h / h_rounded if h_rounded else float("inf")
+            if abs(ar_w - aspect) < abs(ar_h - aspect):
+                resized = (w_rounded, int(w_rounded / aspect + 0.5))
+            else:
+                resized = (int(h_rounded * aspect + 0.5), h_rounded)
+        else:
+            resized = (width, height)
+        bucket = (max(step, resized[0] - resized[0] % step), max(step, resized[1] - resized[1] % step))
+        if bucket[0] > resized[0] or bucket[1] > resized[1]:  # smaller than one step: upscale just to it
+            scale = max(bucket[0] / resized[0], bucket[1] / resized[1])
+            resized = (max(bucket[0], int(resized[0] * scale + 0.5)), max(bucket[1], int(resized[1] * scale + 0.5)))
+    return BucketChoice(bucket, resized, bucket[0] / bucket[1] - aspect)
 
 
-def assign_bucket(size: Tuple[int, int], buckets: Sequence[Bucket], resolution: int, no_upscale: bool = False) -> Bucket:
-    if no_upscale and size[0] * size[1] < resolution * resolution:
-        return no_upscale_bucket(size, resolution)
-    return choose_bucket(size, buckets)
-
-
-def fit_to_bucket(image, bucket: Bucket, flip: bool = False, random_crop: bool = False, rng: Optional[random.Random] = None):
-    """Resize `image` (PIL) to cover the bucket, crop to it; returns (image, (top, left))."""
-    from PIL import Image
-
-    width, height = bucket
-    scale = max(width / image.width, height / image.height)
-    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    resized = image.resize(size, Image.LANCZOS) if size != image.size else image
-    spare_x, spare_y = resized.width - width, resized.height - height
+def crop_box(resized: Size, bucket: Size, random_crop: bool = False, rng: Optional[random.Random] = None) -> Tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the bucket inside the resized image: centred, or random."""
+    extra_w, extra_h = resized[0] - bucket[0], resized[1] - bucket[1]
     if random_crop:
         rng = rng or random.Random()
-        left, top = rng.randint(0, spare_x), rng.randint(0, spare_y)
+        left, top = rng.randint(0, max(0, extra_w)), rng.randint(0, max(0, extra_h))
     else:
-        left, top = spare_x // 2, spare_y // 2
-    cropped = resized.crop((left, top, left + width, top + height))
+        left, top = extra_w // 2, extra_h // 2
+    return (left, top, left + bucket[0], top + bucket[1])
+
+
+def fit_to_bucket(image, choice: BucketChoice, random_crop: bool = False, flip: bool = False,
+                  rng: Optional[random.Random] = None):
+    """The RGB image resized (area filter when shrinking, Lanczos when enlarging), cropped to the
+    bucket and optionally mirrored; returns (image, (top, left) of the crop) for SDXL's time ids."""
+    from PIL import Image
+
+    if image.size != choice.resized:
+        shrinking = choice.resized[0] < image.size[0]
+        image = image.resize(choice.resized, Image.BOX if shrinking else Image.LANCZOS)
+    box = crop_box(choice.resized, choice.bucket, random_crop, rng)
+    if box != (0, 0) + image.size:
+        image = image.crop(box)
     if flip:
-        cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
-    return cropped, (top, left)
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return image, (box[1], box[0])
 
 
-def bucket_report(buckets: Iterable[Bucket]) -> Dict[str, int]:
-    """{"512x768": count} sorted by resolution."""
-    counts = Counter(f"{w}x{h}" for w, h in buckets)
-    return dict(sorted(counts.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("x"))))
+def bucket_report(buckets: Iterable[Size], repeats: Optional[Iterable[int]] = None) -> Dict[str, int]:
+    """"WxH" -> number of images (times repeats, if given), largest count first."""
+    counts: Counter = Counter()
+    for index, (bucket, times) in enumerate(zip(buckets, repeats if repeats is not None else iter(lambda: 1, None))):
+        counts[f"{bucket[0]}x{bucket[1]}"] += times
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,74 +1,140 @@
 """Opening training images robustly: any mode to RGB, EXIF orientation, one bad file at a time.
 
-Image files are only ever read. A file that cannot be used raises `ImageProblem` with the
-reason (truncated, not an image, too large, unreadable) for the caller to report and skip.
+Image files are only ever opened for reading. A file that cannot be used raises
+`ImageProblem` with the reason (truncated, not an image, too large, unreadable) for the
+caller to report and skip; nothing here lets one bad file end a run. Truncated files are
+refused even where another extension has set Pillow's global `LOAD_TRUNCATED_IMAGES`.
 """
 
+import hashlib
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Tuple
 
 from lora_trainer.errors import DatasetError
 
-DEFAULT_MAX_PIXELS = 8192 * 8192  # larger is refused as a decompression bomb (per image)
+DEFAULT_MAX_PIXELS = 8192 * 8192  # larger is refused as a possible decompression bomb (per image)
+WHITE = (255, 255, 255)
+_TRUNCATED_LOCK = threading.Lock()
 
 
 class ImageProblem(DatasetError):
-    """One image that cannot be used; the message says why."""
+    """One image that cannot be used; the message says which and why."""
 
 
-def _flatten(image, background: Tuple[int, int, int]):
+@contextmanager
+def _strict_truncation():
+    from PIL import ImageFile
+
+    with _TRUNCATED_LOCK:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def to_rgb(image, background: Tuple[int, int, int] = WHITE, sixteen_bit: bool = False):
+    """Any Pillow mode as RGB: 16-bit scaled down, palette and alpha composited on `background`."""
     from PIL import Image
 
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         import numpy as np
 
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray((array / top * 255.0).clip(0, 255).astype("uint8"), "L")
+        top = 65535.0 if (sixteen_bit or image.mode.startswith("I;16") or array.max() > 255) else 255.0
+        image = Image.fromarray((array / top * 255.0 + 0.5).clip(0, 255).astype("uint8"), "L")
     if image.mode == "P":
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
-    if image.mode in ("LA", "La", "PA"):
+    if image.mode in ("LA", "La", "PA", "RGBa"):
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "RGBa"):
-        base = Image.new("RGBA", image.size, background + (255,))
-        return Image.alpha_composite(base, image.convert("RGBA")).convert("RGB")
+    if image.mode == "L" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode == "RGB" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        base = Image.new("RGBA", image.size, tuple(background) + (255,))
+        return Image.alpha_composite(base, image).convert("RGB")
     return image.convert("RGB")
 
 
-def open_rgb(path: Path, background: Tuple[int, int, int] = (255, 255, 255), max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The image as an RGB PIL image (first frame, EXIF-rotated, transparency on `background`)."""
+def open_rgb(path: Path, background: Tuple[int, int, int] = WHITE, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The image as an RGB PIL image: first frame, EXIF orientation applied, transparency on
+    `background`. Raises `ImageProblem` for a file that cannot be used."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageProblem(f"{path.name}: {image.width}x{image.height} is larger than allowed ({max_pixels} pixels); refused as a possible decompression bomb")
-            image.seek(0)
-            image.load()
-            rotated = ImageOps.exif_transpose(image)
-            return _flatten(rotated, background)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with open(path, "rb") as handle, Image.open(handle) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageProblem(f"{path.name}: {image.width}x{image.height} is more than the {max_pixels} pixels "
+                                       f"allowed; refused as a possible decompression bomb (resize it, or raise the limit)")
+                if image.width < 1 or image.height < 1:
+                    raise ImageProblem(f"{path.name}: has no pixels ({image.width}x{image.height})")
+                sixteen_bit = image.mode == "I" and image.format in ("PNG", "TIFF")
+                image.seek(0)
+                with _strict_truncation():
+                    image.load()
+                rotated = ImageOps.exif_transpose(image)
+                return to_rgb(rotated, background, sixteen_bit)
     except ImageProblem:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageProblem(f"{path.name}: refused as a possible decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise ImageProblem(f"{path.name}: not an image file (or a format Pillow cannot read)") from exc
+        raise ImageProblem(f"{path.name}: not an image Pillow can read (empty, another kind of file, or an unsupported format)") from exc
     except PermissionError as exc:
-        raise ImageProblem(f"{path.name}: cannot be read (permission denied)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = "truncated or corrupt" if "truncated" in str(exc) or isinstance(exc, (SyntaxError, ValueError)) else str(exc)
-        raise ImageProblem(f"{path.name}: cannot be decoded ({reason})") from exc
+        raise ImageProblem(f"{path.name}: cannot be read (permission denied); check the file's permissions") from exc
+    except FileNotFoundError as exc:
+        raise ImageProblem(f"{path.name}: file not found (moved, deleted, or a broken link)") from exc
+    except IsADirectoryError as exc:
+        raise ImageProblem(f"{path.name}: is a folder, not an image") from exc
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise ImageProblem(f"{path.name}: a symbolic link that points to itself (symlink loop)") from exc
+        raise ImageProblem(_decode_failure(path, exc)) from exc
+    except Exception as exc:  # any decoder failure is about this one file
+        raise ImageProblem(_decode_failure(path, exc)) from exc
+
+
+def _decode_failure(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    reason = "truncated" if "truncat" in lowered or "broken data stream" in lowered else (text or type(exc).__name__)
+    return f"{path.name}: cannot be decoded ({reason}); re-export or remove it"
+
+
+def image_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """None if the image decodes completely, else the reason (a real decode, not a header check)."""
+    try:
+        open_rgb(path, max_pixels=max_pixels)
+    except ImageProblem as exc:
+        return str(exc)
+    return None
 
 
 def image_size(path: Path) -> Tuple[int, int]:
-    """(width, height) after EXIF rotation, read from the header only."""
+    """(width, height) as trained, i.e. after EXIF rotation, read from the header only."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with open(path, "rb") as handle, Image.open(handle) as image:
         width, height = image.size
         try:
             orientation = image.getexif().get(0x0112, 1)
-        except Exception:
+        except Exception:  # a broken EXIF block must not make a readable image unusable
             orientation = 1
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def content_hash(path: Path) -> str:
+    """A hash of the file's bytes: names duplicates and keys caches (renames do not matter)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

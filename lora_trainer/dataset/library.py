@@ -126,11 +126,13 @@ class DatasetIndex:
         caption = self.captions[index]
         return fallback_caption(None if caption.error else caption.text, self.entries[index].class_token)
 
-    def relative(self, index: int) -> str:
+    def relative(self, index: int, caption: bool = False) -> str:
+        """The image's (or its caption's) path relative to the dataset folder, for reports."""
+        path = self.entries[index].caption if caption else self.entries[index].image
         try:
-            return self.entries[index].image.relative_to(self.root).as_posix()
+            return path.relative_to(self.root).as_posix()
         except ValueError:
-            return str(self.entries[index].image)
+            return str(path)
 
     # --- editing ---------------------------------------------------------------------------
 
