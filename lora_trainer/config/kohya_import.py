@@ -154,7 +154,7 @@ QUIET_DEFAULTS = {
     "dynamo_backend": "no", "dynamo_mode": "default", "main_process_port": 0, "save_every_n_epochs": 1, "model_list": None,
     "save_as_bool": None, "vae_batch_size": 0, "max_data_loader_n_workers": 0, "LyCORIS_preset": "full", "mixed_precision": "no",
 }
-_SECRET = re.compile(r"(api_?key|token|password|secret)", re.IGNORECASE)
+_SECRET = re.compile(r"(api_?key|password|secret|(^|_)token$)", re.IGNORECASE)
 
 OPTIMIZERS = {"adamw": "adamw", "adamw8bit": "adamw8bit", "pagedadamw8bit": "adamw8bit", "lion": "lion", "lion8bit": "lion",
               "pagedlion8bit": "lion", "prodigy": "prodigy", "adafactor": "adafactor"}

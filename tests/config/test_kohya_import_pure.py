@@ -67,6 +67,7 @@ def test_kohya_gui_json_reports_what_it_ignored_with_reasons():
     assert "optimizer_args betas" in ignored and "epoch" in ignored  # max_train_steps wins over epoch
     assert "multires_noise_iterations" in ignored  # noise_offset_type Original
     assert ignored["wandb_api_key"].value == "***"  # never echo a secret
+    assert ignored["max_token_length"].value == "225"
     assert "sk-secret" not in result.report()
     # defaults and off switches are not noise in the list
     for quiet in ("save_model_as", "num_cpu_threads_per_process", "use_wandb", "dora_wd", "sdxl", "huber_schedule",
