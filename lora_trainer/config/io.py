@@ -25,18 +25,23 @@ def parse_override(text: str) -> Tuple[str, str, Any]:
 
     `train.max_steps=500` gives 500 (int), `train.unet_lr=1e-4` 0.0001, `dataset.flip=yes` True,
     `output.name=123` "123" (text stays text), `sample.prompts=["a","b"]` a list (one plain
-    string gives a one-prompt list). Raises ConfigError naming the key and what is allowed.
+    string gives a one-prompt list). Raises ConfigError naming the key and what is allowed
+    (its `.errors` holds the FieldError).
     """
+    def fail(path: str, message: str):
+        error = ConfigError(f"--set {path}: {message}" if path != "--set" else f"--set {message}")
+        error.errors = [FieldError(path, message)]
+        raise error
+
     if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
-        raise ConfigError(f"--set expects section.key=value (e.g. train.max_steps=500), not {text!r}")
+        fail("--set", f"expects section.key=value (e.g. train.max_steps=500), not {text!r}")
     path, raw = text.split("=", 1)
     section, key = (part.strip() for part in path.strip().split(".", 1))
     if section not in SECTION_CLASSES:
-        raise ConfigError(f"--set {path.strip()}: unknown section {section!r}{suggest(section, SECTION_CLASSES)} "
-                          f"(sections: {', '.join(SECTION_CLASSES)})")
+        fail(section, f"unknown section {section!r}{suggest(section, SECTION_CLASSES)} (sections: {', '.join(SECTION_CLASSES)})")
     known = {f.name: f for f in fields(SECTION_CLASSES[section])}
     if key not in known:
-        raise ConfigError(f"--set {section}.{key}: unknown setting{suggest(key, known)}")
+        fail(f"{section}.{key}", f"unknown setting{suggest(key, known)}")
     default = field_default(known[key])
     raw = raw.strip()
     value: Any = raw
@@ -46,7 +51,7 @@ def parse_override(text: str) -> Tuple[str, str, Any]:
         value = _json_or(raw, raw)
     coerced, error = coerce(value, default, f"{section}.{key}")
     if error:
-        raise ConfigError(f"--set {error}")
+        fail(error.path, error.message)
     if isinstance(default, list) and isinstance(value, str) and coerced:
         coerced = [raw]  # one prompt, even with commas
     return section, key, coerced
@@ -130,11 +135,12 @@ def load_config(path: Optional[PathLike] = None, overrides: Sequence[str] = (), 
         try:
             section, key, value = parse_override(text)
         except ConfigError as exc:
-            messages.append(FieldError("--set", str(exc).replace("--set ", "", 1)))
+            messages.extend(getattr(exc, "errors", [FieldError("--set", str(exc))]))
             continue
         setattr(getattr(config, section), key, value)
-    if not messages and validate_config:
-        messages = validate(config, check_paths=check_paths)
+    if validate_config:  # every problem at once; a bad value kept its default, so skip rules on those keys
+        bad = {m.path for m in messages}
+        messages += [e for e in validate(config, check_paths=check_paths) if e.path not in bad]
     raise_for(messages, f"{path}" if path is not None else "the configuration")
     return config
 

@@ -145,6 +145,7 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
     Paths are only checked for existence with `check_paths=True` (the trainer checks them anyway).
     """
     errors: List[FieldError] = []
+    wrong_types = False
 
     def error(path: str, message: str) -> None:
         if not any(e.path == path and e.message == message for e in errors):
@@ -158,6 +159,7 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
             if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
                 if not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
                     error(path, f"must be a {_kind_name(expected)}, not {_show(value)}")
+                    wrong_types = True
                     continue
             if meta.get("choices") and value not in meta["choices"]:
                 error(path, f"must be one of {', '.join(meta['choices'])}, not {_show(value)}{suggest(str(value), meta['choices'])}")
@@ -166,7 +168,7 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
                     error(path, f"must be a finite number, not {value}")
                 elif (meta.get("low") is not None and value < meta["low"]) or (meta.get("high") is not None and value > meta["high"]):
                     error(path, _range_message(meta, value))
-    if errors:  # cross-field rules assume sane types
+    if wrong_types:  # cross-field rules assume the right types
         return errors
 
     model, dataset, network, train, output, sample = (config.model, config.dataset, config.network, config.train,

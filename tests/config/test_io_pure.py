@@ -92,6 +92,16 @@ def test_load_config_applies_overrides_after_the_file_and_base(tmp_path):
     assert (config.train.max_steps, config.train.batch_size, config.train.seed) == (300, 4, 7)
 
 
+def test_bad_overrides_and_bad_values_are_reported_together(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[dataset]\ndir = "/d"\n[train]\nwarmup_steps = 5000\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.unet_l=1", "network.rank=0", "nonsense"])
+    paths = [e.path for e in info.value.errors]
+    assert paths == ["train.unet_l", "--set", "network.rank", "train.warmup_steps"]
+    assert "did you mean 'unet_lr'" in str(info.value) and "network.rank: must be at least 1" in str(info.value)
+
+
 def test_apply_overrides_lists_every_bad_one_and_leaves_the_input_alone():
     config = TrainConfig()
     with pytest.raises(ConfigError) as info:
