@@ -68,8 +68,7 @@ def choose_bucket(size: Size, settings: BucketSettings, resolutions: Optional[Se
             bucket = (width, height)
         else:
             bucket = min(resolutions, key=lambda r: abs(r[0] / r[1] - aspect))  # first of equals, as argmin
-        scale = bucket[1] / height if aspect > bucket[0] / bucket[1] else bucket[0] / width
-        resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+        resized = cover_size(size, bucket)
     else:
         max_area = settings.resolution[0] * settings.resolution[1]
         if width * height > max_area:
@@ -105,21 +104,45 @@ def crop_box(resized: Size, bucket: Size, random_crop: bool = False, rng: Option
     return (left, top, left + bucket[0], top + bucket[1])
 
 
-def fit_to_bucket(image, choice: BucketChoice, random_crop: bool = False, flip: bool = False,
-                  rng: Optional[random.Random] = None):
-    """The RGB image resized (area filter when shrinking, Lanczos when enlarging), cropped to the
-    bucket and optionally mirrored; returns (image, (top, left) of the crop) for SDXL's time ids."""
+def cover_size(size: Size, bucket: Size) -> Size:
+    """The smallest resize of `size` (aspect kept) that covers `bucket`, as kohya computes it."""
+    width, height = size
+    scale = bucket[1] / height if width / height > bucket[0] / bucket[1] else bucket[0] / width
+    return (max(bucket[0], int(width * scale + 0.5)), max(bucket[1], int(height * scale + 0.5)))
+
+
+def fit_to_bucket(image, bucket: Size, flip: bool = False, random_crop: bool = False,
+                  rng: Optional[random.Random] = None, resized: Optional[Size] = None):
+    """The RGB image resized to `resized` (default: just covering the bucket; area filter when
+    shrinking, Lanczos when enlarging), cropped to the bucket (centre or random) and optionally
+    mirrored. Returns (image, (top, left) of the crop), the crop for SDXL's time ids."""
     from PIL import Image
 
-    if image.size != choice.resized:
-        shrinking = choice.resized[0] < image.size[0]
-        image = image.resize(choice.resized, Image.BOX if shrinking else Image.LANCZOS)
-    box = crop_box(choice.resized, choice.bucket, random_crop, rng)
-    if box != (0, 0) + image.size:
+    bucket = (int(bucket[0]), int(bucket[1]))
+    resized = tuple(resized) if resized else cover_size(image.size, bucket)
+    if image.size != resized:
+        shrinking = resized[0] < image.size[0]
+        image = image.resize(resized, Image.BOX if shrinking else Image.LANCZOS)
+    box = crop_box(resized, bucket, random_crop, rng)
+    if box != (0, 0) + tuple(image.size):
         image = image.crop(box)
     if flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     return image, (box[1], box[0])
+
+
+def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, step: int = 64) -> List[Size]:
+    """`bucket_resolutions` for a square training resolution (the form training and the UI use)."""
+    return bucket_resolutions(BucketSettings((resolution, resolution), min_side, max(max_side, min_side), step))
+
+
+def assign_bucket(size: Size, buckets: Sequence[Size], resolution: int, no_upscale: bool = False, step: int = 64) -> Size:
+    """The bucket of an image of `size` among `buckets` (from `make_buckets`), kohya's choice."""
+    if no_upscale:
+        settings = BucketSettings((resolution, resolution), step, max(resolution * 4, step), step, no_upscale=True)
+        return choose_bucket(size, settings).bucket
+    settings = BucketSettings((resolution, resolution), step=step)
+    return choose_bucket(size, settings, buckets).bucket
 
 
 def bucket_report(buckets: Iterable[Size], repeats: Optional[Iterable[int]] = None) -> Dict[str, int]:

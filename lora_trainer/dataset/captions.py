@@ -178,3 +178,11 @@ def backup(caption: Caption, backup_dir: Path) -> Path:
     target = backup_dir / f"{caption.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{time.monotonic_ns() % 10**9}.bak"
     atomic_write(target, caption.raw)
     return target
+
+
+def CaptionStore(root: Path, entries, backup: bool = False):
+    """The captions of scanned `entries` with bulk edits and undo: a `library.DatasetIndex`
+    (kept under this name for callers written against the first API)."""
+    from lora_trainer.dataset.library import DatasetIndex
+
+    return DatasetIndex.from_entries(root, entries, backup=backup)

@@ -52,13 +52,19 @@ class DatasetReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def __getitem__(self, key: str):  # read like the dict callers of the first API expect
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
 
 def _stat_key(path: Path) -> Optional[List[int]]:
     try:
         stat = os.stat(path)
     except OSError:
         return None
-    return [stat.st_size, stat.st_mtime_ns]
+    return [stat.st_size, stat.st_mtime_ns, os.access(path, os.R_OK)]  # readability: chmod changes no mtime
 
 
 def _examine(path: Path, max_pixels: int) -> ImageFacts:
@@ -109,9 +115,13 @@ def image_facts(index: DatasetIndex, max_pixels: int = DEFAULT_MAX_PIXELS, worke
     return results  # type: ignore[return-value]
 
 
-def check_dataset(index: DatasetIndex, tokenizer=None, buckets: Optional[BucketSettings] = None,
+def check_dataset(index, entries=None, store=None, tokenizer=None, buckets: Optional[BucketSettings] = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None) -> DatasetReport:
-    """The report for `index`; token limits only with a `tokenizer`, buckets only with settings."""
+    """The report for a `DatasetIndex` (or for a folder: `check_dataset(root, entries, store)`);
+    token limits only with a `tokenizer`, buckets only with settings."""
+    if not isinstance(index, DatasetIndex):
+        index = store if isinstance(store, DatasetIndex) else (
+            DatasetIndex.from_entries(index, entries) if entries is not None else DatasetIndex.load(index))
     facts = image_facts(index, max_pixels, workers)
     folders: Dict[str, dict] = {}
     for entry in index.entries:

@@ -85,6 +85,14 @@ class DatasetIndex:
         scanned = scan(Path(root), caption_extension, recursive, reg_dir)
         return cls(scanned, [read_caption(e.caption) for e in scanned.entries], history_limit, backup)
 
+    @classmethod
+    def from_entries(cls, root: Union[str, Path], entries: Sequence[ImageEntry], backup: bool = False,
+                     history_limit: int = DEFAULT_LIMIT) -> "DatasetIndex":
+        """The index of entries already scanned (e.g. by training's preparation)."""
+        scanned = entries if isinstance(entries, ScanResult) else ScanResult(Path(root), entries)
+        scanned.root = Path(root)
+        return cls(scanned, [read_caption(e.caption) for e in scanned], history_limit, backup)
+
     def __len__(self) -> int:
         return len(self.entries)
 

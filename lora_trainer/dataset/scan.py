@@ -9,9 +9,9 @@ here: reading images and captions is for `images` and `captions`.
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Set, Tuple
+from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
 from lora_trainer.errors import DatasetError
 
@@ -34,11 +34,18 @@ class ImageEntry:
         return class_token(self.folder)
 
 
-@dataclass
-class ScanResult:
-    root: Path
-    entries: List[ImageEntry] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)  # folders that could not be listed, files left out
+class ScanResult(list):
+    """The `ImageEntry`s found (it is a list of them), plus the scanned root and notes about
+    folders that could not be listed or images that are left out."""
+
+    def __init__(self, root: Path, entries: Iterable[ImageEntry] = (), problems: Optional[List[str]] = None):
+        super().__init__(entries)
+        self.root = Path(root)
+        self.problems: List[str] = list(problems or [])
+
+    @property
+    def entries(self) -> List[ImageEntry]:
+        return self
 
 
 def class_token(folder_name: str) -> str:
@@ -112,14 +119,15 @@ def scan(root: Path, caption_extension: str = ".txt", recursive: bool = False,
                                        f"(e.g. {loose[0]}); move them into one of those folders")
         for folder, name, repeats in folders:
             for image in _walk_images(folder, recursive, result.problems):
-                result.entries.append(ImageEntry(image, image.with_suffix(suffix), name, repeats, is_reg))
+                result.append(ImageEntry(image, image.with_suffix(suffix), name, repeats, is_reg))
     return result
 
 
-def require_images(result: ScanResult) -> None:
+def require_images(entries: List[ImageEntry], root: Optional[Path] = None) -> None:
     """Training needs at least one (non-regularization) image."""
-    if not any(not e.is_reg for e in result.entries):
+    if not any(not e.is_reg for e in entries):
+        where = root if root is not None else getattr(entries, "root", "the dataset folder")
         raise DatasetError(
-            f"no images in {result.root}: put images (png, jpg, webp, bmp, gif) there, or in kohya subfolders "
+            f"no images in {where}: put images (png, jpg, webp, bmp, gif) there, or in kohya subfolders "
             f"named <repeats>_<name> such as 10_mychar"
         )

@@ -4,105 +4,191 @@ import os
 
 import pytest
 
-from lora_trainer.dataset import tags as t
-from lora_trainer.dataset.captions import CaptionStore
-from lora_trainer.dataset.scan import scan
+from lora_trainer.dataset.captions import (CaptionConflict, atomic_write, encode_caption, read_caption,
+                                           write_caption)
+from lora_trainer.dataset.library import DatasetIndex
+from lora_trainer.dataset.scan import STATE_FOLDER, scan
+from lora_trainer.errors import DatasetError
+
+from .files import png, snapshot
 
 
-def make(tmp_path, captions):
-    folder = tmp_path / "10_char"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in captions.items():
-        (folder / f"{name}.png").write_bytes(b"\x89PNG not really")
+def make(tmp_path, captions, folder="10_char"):
+    """Images (real PNGs) with the given caption bytes (None: no caption file)."""
+    base = tmp_path / "data" / folder
+    for index, (name, data) in enumerate(captions.items()):
+        png(base / f"{name}.png", (16 + index, 16))
         if data is not None:
-            (folder / f"{name}.txt").write_bytes(data)
-    return tmp_path, folder
+            (base / f"{name}.txt").write_bytes(data)
+    return tmp_path / "data", base
 
 
-def store(root, **kwargs):
-    return CaptionStore(root, scan(root), **kwargs)
+def by_name(index, name):
+    return next(i for i, e in enumerate(index.entries) if e.image.stem == name)
 
 
-def test_only_changed_captions_are_written_keeping_bom_and_line_endings(tmp_path):
-    root, folder = make(tmp_path, {
-        "crlf": b"a, b\r\n", "bom": b"\xef\xbb\xbfa, c", "plain": b"x, y\n", "has": b"trig, a\n",
-    })
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+def test_reads_utf8_bom_crlf_and_reports_non_utf8(tmp_path):
+    root, folder = make(tmp_path, {"bom": b"\xef\xbb\xbfa, b", "crlf": b"a, b\r\n", "latin": "café, x".encode("latin-1"),
+                                   "empty": b"", "missing": None})
+    index = DatasetIndex.load(root)
+    assert index.captions[by_name(index, "bom")].text == "a, b"
+    assert index.tags[by_name(index, "crlf")] == ["a", "b"]
+    latin = index.captions[by_name(index, "latin")]
+    assert latin.non_utf8 and "\ufffd" in latin.text
+    assert [index.entries[i].image.stem for i in index.non_utf8_captions()] == ["latin"]
+    assert [index.entries[i].image.stem for i in index.missing_captions()] == ["missing"]
+    assert [index.entries[i].image.stem for i in index.empty_captions()] == ["empty"]
+    # training falls back to the folder's class token for missing and empty captions
+    assert index.training_caption(by_name(index, "missing")) == "char"
+    assert index.training_caption(by_name(index, "empty")) == "char"
+
+
+def test_bulk_add_writes_only_changed_captions_keeping_style(tmp_path):
+    root, folder = make(tmp_path, {"crlf": b"a, b\r\n", "bom": b"\xef\xbb\xbfa, c", "plain": b"x, y\n",
+                                   "has": b"trig,a\n", "multi": b"a, b\r\nsecond line\r\n"})
+    before = snapshot(root)
     mtime = os.stat(folder / "has.txt").st_mtime_ns
-    s = store(root)
-    report = s.apply("add trig", range(len(s.captions)), lambda tags: t.add_tag(tags, "trig", "front"))
-    assert report.changed == 3 and report.unchanged == 1
-    assert s.save().written and s.unsaved == 0
+    index = DatasetIndex.load(root)
+    report = index.add("trig", "front")
+    assert len(report.changed) == 4 and report.unchanged == 1
     assert (folder / "crlf.txt").read_bytes() == b"trig, a, b\r\n"
     assert (folder / "bom.txt").read_bytes() == b"\xef\xbb\xbftrig, a, c"
     assert (folder / "plain.txt").read_bytes() == b"trig, x, y\n"
-    assert (folder / "has.txt").read_bytes() == before["has.txt"] and os.stat(folder / "has.txt").st_mtime_ns == mtime
+    # already first: byte for byte untouched, not even rewritten
+    assert (folder / "has.txt").read_bytes() == before["10_char/has.txt"]
+    assert os.stat(folder / "has.txt").st_mtime_ns == mtime
+    after = snapshot(root)
     for name, data in before.items():
         if name.endswith(".png"):
-            assert (folder / name).read_bytes() == data
+            assert after[name] == data
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # the index reflects the edit without a reload
+    assert index.filter("trig") == list(range(len(index)))
 
 
-def test_non_utf8_caption_is_skipped_by_bulk_actions_and_backed_up_on_explicit_edit(tmp_path):
-    root, folder = make(tmp_path, {"latin": "café, rouge".encode("latin-1"), "ok": b"a"})
-    s = store(root)
-    latin = next(i for i, c in enumerate(s.captions) if c.path.name == "latin.txt")
-    assert not s.captions[latin].valid_utf8 and "\ufffd" in s.captions[latin].text
-    report = s.apply("add x", range(2), lambda tags: t.add_tag(tags, "x"))
-    assert report.changed == 1 and report.skipped_non_utf8 == ["latin.txt"]
-    s.save()
-    assert (folder / "latin.txt").read_bytes() == "café, rouge".encode("latin-1")
-    s.set_text(latin, "café, rouge")
-    s.save()
+def test_bulk_edit_creates_missing_captions_and_undo_removes_them(tmp_path):
+    root, folder = make(tmp_path, {"a": b"x", "b": None})
+    index = DatasetIndex.load(root)
+    report = index.add("trig")
+    assert report.created == [folder / "b.txt"] and (folder / "b.txt").read_bytes() == b"trig"
+    index.undo()
+    assert not (folder / "b.txt").exists() and (folder / "a.txt").read_bytes() == b"x"
+
+
+def test_non_utf8_is_skipped_by_bulk_and_rewritten_only_by_explicit_edit_with_backup(tmp_path):
+    original = "café, rouge".encode("latin-1")
+    root, folder = make(tmp_path, {"latin": original, "ok": b"a"})
+    index = DatasetIndex.load(root)
+    report = index.add("z")
+    assert report.skipped_non_utf8 == [folder / "latin.txt"]
+    assert "not valid UTF-8" in report.summary()
+    assert (folder / "latin.txt").read_bytes() == original
+    latin = by_name(index, "latin")
+    report = index.set_caption(latin, "café, rouge")
+    assert report.changed == [folder / "latin.txt"]
     assert (folder / "latin.txt").read_bytes() == "café, rouge".encode("utf-8")
-    assert (folder / "latin.txt.bak").read_bytes() == "café, rouge".encode("latin-1")
+    backups = [p for p in (root / STATE_FOLDER / "backups").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in backups] == [original]
+    # and the conversion can be undone, back to the original bytes
+    index.undo()
+    assert (folder / "latin.txt").read_bytes() == original
 
 
-def test_conflicting_change_on_disk_is_not_clobbered(tmp_path):
+def test_conflict_on_disk_is_reported_not_clobbered(tmp_path):
     root, folder = make(tmp_path, {"a": b"one", "b": b"two"})
-    s = store(root)
-    s.apply("add x", range(2), lambda tags: t.add_tag(tags, "x"))
+    index = DatasetIndex.load(root)
     (folder / "a.txt").write_bytes(b"edited elsewhere")
-    report = s.save()
-    assert report.conflicts == [str(folder / "a.txt")]
+    report = index.add("new")
+    assert report.conflicts == [folder / "a.txt"]
     assert (folder / "a.txt").read_bytes() == b"edited elsewhere"
-    assert (folder / "b.txt").read_bytes() == b"two, x"
+    assert (folder / "b.txt").read_bytes() == b"two, new"
+    assert "changed on disk" in report.summary()
+    # after a refresh, the newer text is what the index shows and edits
+    assert index.refresh() == [by_name(index, "a")]
+    assert index.add("new").changed == [folder / "a.txt"]
+    assert (folder / "a.txt").read_bytes() == b"edited elsewhere, new"
 
 
-def test_undo_redo_across_sessions_and_50_steps(tmp_path):
-    root, folder = make(tmp_path, {"a": b"base"})
-    s = store(root)
-    for i in range(60):
-        s.apply(f"add t{i}", [0], lambda tags, i=i: t.add_tag(tags, f"t{i}"))
-    s.save()
-    again = store(root)  # a new session reads the persisted history
-    for _ in range(55):
-        assert again.undo() is not None
-    assert again.captions[0].text == "base, " + ", ".join(f"t{i}" for i in range(5))
-    again.redo()
-    again.save()
-    assert (folder / "a.txt").read_bytes().decode() == "base, " + ", ".join(f"t{i}" for i in range(6))
-    assert not any(p.is_file() for p in (root / "10_char").glob(".lora_trainer*"))
+def test_touched_but_unchanged_file_is_not_a_conflict(tmp_path):
+    root, folder = make(tmp_path, {"a": b"one"})
+    index = DatasetIndex.load(root)
+    os.utime(folder / "a.txt", ns=(1, 1))
+    assert index.add("two").changed == [folder / "a.txt"]
 
 
-def test_missing_caption_is_created_and_backup_kept_when_asked(tmp_path):
-    root, folder = make(tmp_path, {"new": None, "old": b"a"})
-    s = store(root, backup=True)
-    assert s.problems()["captions_missing"] == [str(folder / "new.txt")]
-    s.apply("add x", range(2), lambda tags: t.add_tag(tags, "x"))
-    s.save()
-    assert (folder / "new.txt").read_bytes() == b"x"
-    assert (folder / "old.txt.bak").read_bytes() == b"a"
+def test_undo_is_persistent_and_stops_at_later_changes(tmp_path):
+    root, folder = make(tmp_path, {"a": b"x, y\n", "b": b"y"})
+    original = snapshot(root)
+    DatasetIndex.load(root).add("first")
+    DatasetIndex.load(root).remove("y")
+    assert (folder / "a.txt").read_bytes() == b"x, first\n" and (folder / "b.txt").read_bytes() == b"first"
+    # a new process (fresh load) undoes both steps, newest first
+    report = DatasetIndex.load(root).undo()
+    assert "remove" in report.action and (folder / "b.txt").read_bytes() == b"y, first"
+    (folder / "a.txt").write_bytes(b"hand edit")  # changed after the step it would undo
+    report = DatasetIndex.load(root).undo()
+    assert report.conflicts == [folder / "a.txt"] and (folder / "a.txt").read_bytes() == b"hand edit"
+    assert (folder / "b.txt").read_bytes() == original["10_char/b.txt"]
+    with pytest.raises(DatasetError, match="nothing to undo"):
+        DatasetIndex.load(root).undo()
 
 
-def test_read_only_caption_reports_an_error_not_a_crash(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can write read-only files")
+def test_history_keeps_at_least_50_steps_and_drops_the_oldest(tmp_path):
+    root, folder = make(tmp_path, {"a": b"start"})
+    index = DatasetIndex.load(root, history_limit=60)
+    for n in range(65):
+        index.add(f"t{n}")
+    assert len(index.history) == 60
+    for _ in range(60):
+        index.undo()
+    assert (folder / "a.txt").read_bytes() == b"start, " + b", ".join(f"t{n}".encode() for n in range(5))
+
+
+def test_filtered_edit_and_regex_replace(tmp_path):
+    root, folder = make(tmp_path, {"a": b"1girl, red hair", "b": b"1boy, red hair", "c": b"1girl, blue hair"})
+    index = DatasetIndex.load(root)
+    index.add("girl only", indices=index.filter("1girl AND NOT blue hair"))
+    assert (folder / "a.txt").read_bytes() == b"1girl, red hair, girl only"
+    assert (folder / "b.txt").read_bytes() == b"1boy, red hair"
+    index.replace(r"(\w+) hair", r"\1_hair", regex=True)
+    assert (folder / "c.txt").read_bytes() == b"1girl, blue_hair"
+    with pytest.raises(DatasetError, match="not valid"):
+        index.replace("(unclosed", "x", regex=True)
+
+
+def test_backup_option_keeps_previous_bytes(tmp_path):
+    root, folder = make(tmp_path, {"a": b"old\n"})
+    index = DatasetIndex.load(root, backup=True)
+    index.add("new")
+    backups = [p for p in (root / STATE_FOLDER / "backups").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in backups] == [b"old\n"]
+
+
+def test_write_caption_refuses_non_utf8_and_conflicts(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"\xff\xfe bad")
+    caption = read_caption(path)
+    with pytest.raises(DatasetError, match="UTF-8"):
+        write_caption(caption, "x")
+    path.write_bytes(b"fine")
+    good = read_caption(path)
+    path.write_bytes(b"changed")
+    with pytest.raises(CaptionConflict):
+        write_caption(good, "mine")
+    assert path.read_bytes() == b"changed"
+
+
+def test_encode_keeps_style_and_atomic_write_leaves_no_temp(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    caption = read_caption(path)
+    assert encode_caption(caption, "x\ny") == b"\xef\xbb\xbfx\r\ny\r\n"
+    atomic_write(path, b"new")
+    assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["c.txt"]
+
+
+def test_scanning_ignores_the_state_folder(tmp_path):
     root, folder = make(tmp_path, {"a": b"x"})
-    folder.chmod(0o555)
-    try:
-        s = store(root)
-        s.apply("add y", [0], lambda tags: t.add_tag(tags, "y"))
-        assert s.save().errors
-    finally:
-        folder.chmod(0o755)
+    DatasetIndex.load(root).add("y")
+    assert (root / STATE_FOLDER / "history").is_dir()
+    assert [e.image.name for e in scan(root)] == ["a.png"]
