@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "lora_trainer.cli.tags_commands",
     "lora_trainer.cli.demo_command",
     "lora_trainer.cli.train_command",
+    "lora_trainer.cli.ui_command",
 ]
 
 

@@ -33,7 +33,7 @@ def _listeners(args, config) -> list:
 
 def _train(args) -> int:
     from lora_trainer.config import load_config
-    from lora_trainer.presets import preset
+    from lora_trainer.config import preset
     from lora_trainer.training.events import EventBus
     from lora_trainer.training.trainer import train
 

@@ -1,0 +1,54 @@
+"""`ui`: serve the Train LoRA tab standalone (the same Blocks A1111 mounts).
+
+Listens on 127.0.0.1 unless --listen. On a non-loopback address it refuses to start without
+--auth user:password (or an explicit --insecure-no-auth, which prints a warning), and file
+inputs are confined to --allowed-root folders (default: the current folder and the home folder).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ui = sub.add_parser("ui", help="serve the Train LoRA tab in a browser")
+    ui.add_argument("--checkpoint", type=Path, help="base model (.safetensors/.ckpt or diffusers folder)")
+    ui.add_argument("--dataset", type=Path, help="dataset folder to pre-fill")
+    ui.add_argument("--output", type=Path, default=Path("output"), help="where LoRA files go (default ./output)")
+    ui.add_argument("--port", type=int, default=7861)
+    ui.add_argument("--listen", action="store_true", help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1")
+    ui.add_argument("--auth", help="user:password required on a non-loopback address")
+    ui.add_argument("--insecure-no-auth", action="store_true", help="listen on the network without a password (not recommended)")
+    ui.add_argument("--allowed-root", action="append", type=Path, default=[], help="folders the UI may use when listening (repeatable)")
+    ui.set_defaults(handler=_ui)
+
+
+def build_app(host):
+    from lora_trainer.ui.tab import build_tab
+
+    return build_tab(host).queue()
+
+
+def _ui(args) -> int:
+    from lora_trainer.errors import UserError
+    from lora_trainer.host.standalone import StandaloneHost
+    from lora_trainer.ui.compat import launch_kwargs
+
+    auth = None
+    roots = None
+    if args.listen:
+        if args.auth:
+            if ":" not in args.auth:
+                raise UserError("--auth must be user:password")
+            auth = tuple(args.auth.split(":", 1))
+        elif not args.insecure_no_auth:
+            raise UserError("--listen exposes this machine's files and GPU to the network: add --auth user:password "
+                            "(or --insecure-no-auth if you really mean it)")
+        else:
+            print("WARNING: listening on the network without a password (--insecure-no-auth)", file=sys.stderr)
+        roots = [p.resolve() for p in args.allowed_root] or [Path.cwd().resolve(), Path.home().resolve()]
+    host = StandaloneHost(args.checkpoint, args.output, args.dataset, allowed_roots=roots)
+    app = build_app(host)
+    app.launch(server_name="0.0.0.0" if args.listen else "127.0.0.1", server_port=args.port, share=False,
+               inbrowser=False, **launch_kwargs(auth))
+    return 0

@@ -1,0 +1,39 @@
+"""The Host protocol: everything the tab needs from where it runs (A1111, Forge, standalone).
+
+The UI talks only to a Host. The standalone host loads a checkpoint file and renders with a
+diffusers pipeline; the A1111 host (`host/a1111.py`) wraps the WebUI's loaded model, its GPU
+lock, progress and Lora list.
+"""
+
+from pathlib import Path
+from typing import Callable, List, Optional, Protocol
+
+from lora_trainer.training.events import EventBus
+from lora_trainer.training.trainer import RunResult
+
+
+class Host(Protocol):
+    name: str  # "standalone", "a1111"
+
+    def defaults(self) -> dict:
+        """Partial config the form starts with (checkpoint, output folder, ...)."""
+
+    def user_data_dir(self) -> Path:
+        """Where user presets are kept."""
+
+    def allowed_roots(self) -> Optional[List[Path]]:
+        """Folders the UI may read and write when shared on a network; None = anywhere."""
+
+    def train(self, config, events: EventBus, should_stop: Callable[[], bool], resume: Optional[Path] = None) -> RunResult:
+        """Run one training job to the end (in the calling thread)."""
+
+    def render_grid(self, lora_path: Path, prompts: List[str], strengths: List[float], seed: int, steps: int,
+                    size: int) -> list:
+        """Images of `prompts` with the LoRA at each strength (row-major: prompt, strength)."""
+
+    def after_save(self, lora_path: Path) -> None:
+        """Make a new LoRA usable at once (refresh the WebUI's list)."""
+
+    @property
+    def can_autotag(self) -> bool:
+        """Whether interrogators (DeepDanbooru/BLIP) are available."""

@@ -1,0 +1,19 @@
+"""The only place that knows gradio 3.41 (A1111) from 4.x (Forge): keep version branches here."""
+
+from typing import Dict
+
+import gradio as gr
+
+GRADIO_MAJOR = int(gr.__version__.split(".")[0])
+
+
+def js(code: str) -> Dict[str, str]:
+    """Keyword for client-side JS on an event: `_js=` on gradio 3, `js=` on gradio 4."""
+    return {"_js": code} if GRADIO_MAJOR < 4 else {"js": code}
+
+
+def launch_kwargs(auth=None) -> Dict:
+    kwargs = {"auth": auth} if auth else {}
+    if GRADIO_MAJOR >= 4:
+        kwargs["allowed_paths"] = []
+    return kwargs
