@@ -1,28 +1,28 @@
-"""The latent cache, in memory and on disk (text-encoder outputs are cached by the trainer's Conditioner).
+"""Latent and text-encoder output caches, in memory and on disk (needs torch; import lazily).
 
 A latent is keyed by the image's content hash, the VAE's identity, the bucket and the flip, so
-a cache made with another VAE or resolution is never reused. On disk each entry is a small
-safetensors file under `<dataset>/.lora_trainer/latents/`.
+a cache made with another VAE, at another resolution or of an edited image is never reused
+(renaming or moving the image does not matter). Text-encoder outputs, cached only while the
+text encoders are frozen, are keyed by the caption text and the encoders' identity (which
+the caller builds to include anything that changes the output, e.g. clip skip). On disk each
+entry is one small safetensors file, written atomically; a damaged file is recomputed.
 """
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from lora_trainer.dataset.images import content_hash  # noqa: F401  (re-exported: the cache key of an image)
 
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+Bucket = Tuple[int, int]
 
 
 def vae_identity(vae) -> str:
-    """Identifies a VAE's weights cheaply: config plus a few sampled values of its tensors."""
-    digest = hashlib.sha1(repr(sorted(dict(vae.config).items())).encode())
+    """Identifies a VAE's weights cheaply: its config plus sampled values of its tensors."""
+    digest = hashlib.sha1(repr(sorted(dict(getattr(vae, "config", {})).items())).encode())
     for name, tensor in list(vae.state_dict().items())[::17]:
         flat = tensor.detach().reshape(-1)
         digest.update(name.encode())
@@ -30,41 +30,93 @@ def vae_identity(vae) -> str:
     return digest.hexdigest()[:16]
 
 
+def _save(path: Path, tensors: Dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp))
+    os.replace(temp, path)
+
+
+def _load(path: Path) -> Optional[Dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception:  # damaged or foreign file: recompute rather than fail
+        return None
+
+
 class LatentCache:
-    """get-or-encode latents by (image hash, VAE identity, bucket, flip)."""
+    """Get-or-encode latents by (image content hash, VAE identity, bucket, flip)."""
 
     def __init__(self, vae_id: str, folder: Optional[Path] = None):
+        if not vae_id:
+            raise ValueError("a latent cache needs the VAE's identity (vae_identity(vae))")
         self.vae_id = vae_id
         self.folder = Path(folder) if folder else None
-        self.memory: Dict[Tuple[str, str, Tuple[int, int], bool], torch.Tensor] = {}
+        self.memory: Dict[Tuple[str, str, Bucket, bool], torch.Tensor] = {}
         self.hits = self.misses = 0
 
     def _file(self, key) -> Path:
         image_hash, vae_id, bucket, flip = key
         return self.folder / f"{image_hash}_{vae_id}_{bucket[0]}x{bucket[1]}{'_flip' if flip else ''}.safetensors"
 
-    def get(self, image_hash: str, bucket: Tuple[int, int], flip: bool, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
-        from safetensors.torch import load_file, save_file
-
-        key = (image_hash, self.vae_id, tuple(bucket), bool(flip))
+    def get(self, image_hash: str, bucket: Bucket, flip: bool, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached latents, else `encode()` (stored in memory and, with a folder, on disk)."""
+        key = (image_hash, self.vae_id, (int(bucket[0]), int(bucket[1])), bool(flip))
         if key in self.memory:
             self.hits += 1
             return self.memory[key]
-        if self.folder is not None and self._file(key).is_file():
-            try:
-                latents = load_file(str(self._file(key)))["latents"]
-                self.memory[key] = latents
+        if self.folder is not None:
+            stored = _load(self._file(key))
+            if stored is not None and "latents" in stored:
+                self.memory[key] = stored["latents"]
                 self.hits += 1
-                return latents
-            except Exception:
-                pass  # a damaged cache file is simply recomputed
+                return stored["latents"]
         self.misses += 1
         latents = encode().detach().cpu()
         self.memory[key] = latents
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            temp = self._file(key).with_suffix(".tmp")
-            save_file({"latents": latents.contiguous()}, str(temp))
-            temp.replace(self._file(key))
+            _save(self._file(key), {"latents": latents})
         return latents
 
+
+class TextEncoderCache:
+    """Get-or-encode text-encoder outputs by (caption text, encoders' identity).
+
+    Only valid while the text encoders are frozen (not trained): the trainer must not use it
+    when it trains them. `encode()` returns a dict of tensors (e.g. hidden states, pooled).
+    """
+
+    def __init__(self, encoder_id: str, folder: Optional[Path] = None):
+        if not encoder_id:
+            raise ValueError("a text-encoder cache needs the encoders' identity")
+        self.encoder_id = encoder_id
+        self.folder = Path(folder) if folder else None
+        self.memory: Dict[str, Dict[str, torch.Tensor]] = {}
+        self.hits = self.misses = 0
+
+    def _key(self, caption: str) -> str:
+        return hashlib.sha1(f"{self.encoder_id}\0{caption}".encode("utf-8")).hexdigest()
+
+    def get(self, caption: str, encode: Callable[[], Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        key = self._key(caption)
+        if key in self.memory:
+            self.hits += 1
+            return self.memory[key]
+        if self.folder is not None:
+            stored = _load(self.folder / f"te_{key}.safetensors")
+            if stored is not None:
+                self.memory[key] = stored
+                self.hits += 1
+                return stored
+        self.misses += 1
+        outputs = {name: tensor.detach().cpu() for name, tensor in encode().items()}
+        self.memory[key] = outputs
+        if self.folder is not None:
+            _save(self.folder / f"te_{key}.safetensors", outputs)
+        return outputs
