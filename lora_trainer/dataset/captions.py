@@ -35,6 +35,7 @@ class Caption:
     final_newline: bool = False
     stamp: Optional[Tuple[int, int]] = None  # (size, mtime_ns) when loaded
     error: Optional[str] = None  # could not be read at all (permission, not a file...)
+    mode: int = 0o644  # permission bits, kept when the file is rewritten
 
     @property
     def empty(self) -> bool:
@@ -49,7 +50,7 @@ def _stamp(stat: os.stat_result) -> Tuple[int, int]:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def decode_caption(path: Path, raw: bytes, stamp: Optional[Tuple[int, int]]) -> Caption:
+def decode_caption(path: Path, raw: bytes, stamp: Optional[Tuple[int, int]], mode: int = 0o644) -> Caption:
     """The `Caption` for bytes read from `path`."""
     bom = raw.startswith(BOM)
     body = raw[len(BOM):] if bom else raw
@@ -61,7 +62,7 @@ def decode_caption(path: Path, raw: bytes, stamp: Optional[Tuple[int, int]]) -> 
     final_newline = text.endswith(("\n", "\r"))
     if final_newline:
         text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    return Caption(path, True, raw, text, non_utf8, bom, newline, final_newline, stamp)
+    return Caption(path, True, raw, text, non_utf8, bom, newline, final_newline, stamp, None, mode)
 
 
 def read_caption(path: Path) -> Caption:
@@ -78,7 +79,7 @@ def read_caption(path: Path) -> Caption:
         return Caption(path, True, error=f"{path.name}: is a folder, not a caption file")
     except OSError as exc:
         return Caption(path, True, error=f"{path.name}: caption cannot be read ({exc.strerror}); check its permissions")
-    return decode_caption(path, raw, _stamp(stat))
+    return decode_caption(path, raw, _stamp(stat), stat.st_mode & 0o7777)
 
 
 def encode_caption(caption: Caption, text: str) -> bytes:
@@ -111,32 +112,37 @@ def unchanged_on_disk(caption: Caption) -> bool:
         return False
 
 
-def atomic_write(path: Path, data: bytes, fsync: bool = False) -> os.stat_result:
+def atomic_write(path: Path, data: bytes, fsync: bool = False, mode: Optional[int] = None) -> os.stat_result:
     """Write through a temp file in the same folder and `os.replace`: a reader (or a crash) sees
-    the old file or the new one, never half of it. Returns the new file's stat."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    the old file or the new one, never half of it. `mode`: permission bits (default: those of
+    the file replaced, else 0o644). Returns the new file's stat (taken before the rename,
+    which changes neither its size nor its mtime)."""
+    target = os.fspath(path)
+    if mode is None:
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except OSError:
+            mode = 0o644
+    folder, name = os.path.split(target)
+    temp = os.path.join(folder or ".", f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            os.write(fd, data) if len(data) < (1 << 20) else _write_all(fd, data)
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
             if fsync:
                 os.fsync(fd)
+            stat = os.fstat(fd)
         finally:
             os.close(fd)
-        if path.exists():
-            try:
-                os.chmod(temp, os.stat(path).st_mode & 0o7777)
-            except OSError:
-                pass
-        os.replace(temp, path)
+        os.replace(temp, target)
     except BaseException:
         try:
             os.unlink(temp)
         except OSError:
             pass
         raise
-    return os.stat(path)
+    return stat
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -167,8 +173,8 @@ def write_caption(caption: Caption, text: str, backup_dir: Optional[Path] = None
         if backup_dir is None:
             raise DatasetError(f"{caption.path.name}: a non-UTF-8 caption is only rewritten with a backup folder")
         backup(caption, backup_dir)
-    stat = atomic_write(caption.path, data, fsync=fsync)
-    return decode_caption(caption.path, data, _stamp(stat))
+    stat = atomic_write(caption.path, data, fsync=fsync, mode=caption.mode if caption.exists else 0o644)
+    return decode_caption(caption.path, data, _stamp(stat), stat.st_mode & 0o7777)
 
 
 def backup(caption: Caption, backup_dir: Path) -> Path:

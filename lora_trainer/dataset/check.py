@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from lora_trainer.dataset.buckets import BucketSettings, bucket_report, bucket_resolutions, choose_bucket
 from lora_trainer.dataset.captions import atomic_write
 from lora_trainer.dataset.images import DEFAULT_MAX_PIXELS, content_hash, image_problem, image_size
-from lora_trainer.dataset.library import DatasetIndex
+from lora_trainer.dataset.library import DatasetIndex, _in_parallel
 from lora_trainer.dataset.tags import token_counts
 
 CACHE_NAME = "image_check.json"
@@ -91,7 +91,7 @@ def image_facts(index: DatasetIndex, max_pixels: int = DEFAULT_MAX_PIXELS, worke
             cached = {}  # a damaged cache is only a slower check
     results: List[Optional[ImageFacts]] = [None] * len(index)
     keys = [index.relative(i) for i in range(len(index))]
-    stats = [_stat_key(e.image) for e in index.entries]
+    stats = _in_parallel(lambda entry: _stat_key(entry.image), index.entries)
     todo = []
     for i, (key, stat) in enumerate(zip(keys, stats)):
         hit = cached.get(key)

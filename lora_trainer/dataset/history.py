@@ -58,6 +58,7 @@ class History:
     def __init__(self, state_dir: Path, root: Path, limit: int = DEFAULT_LIMIT):
         self.folder = Path(state_dir) / "history"
         self.root = Path(root)
+        self._prefix = os.path.join(os.fspath(self.root), "")
         self.limit = max(1, int(limit))
 
     def _files(self) -> List[Path]:
@@ -66,10 +67,10 @@ class History:
         return sorted(p for p in self.folder.iterdir() if p.suffix == ".json" and p.stem.isdigit())
 
     def _relative(self, path: Path) -> str:
-        try:
-            return Path(path).relative_to(self.root).as_posix()
-        except ValueError:
-            return str(Path(path).resolve())  # a regularization folder elsewhere
+        text = os.fspath(path)
+        if text.startswith(self._prefix):
+            return text[len(self._prefix):].replace(os.sep, "/")
+        return str(Path(path).resolve())  # a regularization folder elsewhere
 
     def _absolute(self, stored: str) -> Path:
         path = Path(stored)

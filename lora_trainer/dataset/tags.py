@@ -12,20 +12,25 @@ import re
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-_SPACES = re.compile(r"\s+")
+_SPECIAL = re.compile(r"[\\(\[{]")
 _ESCAPED_BRACKET = re.compile(r"\\([()\[\]])")
 _OPEN, _CLOSE = "([{", ")]}"
 
 
 def normalize_tag(tag: str) -> str:
     """One tag with runs of whitespace made one space and the ends trimmed."""
-    return _SPACES.sub(" ", tag).strip()
+    return " ".join(tag.split())
 
 
 def tag_key(tag: str) -> str:
     """What two tags must share to be "the same tag": case, spacing and prompt escapes of
     brackets ignored (`Poster \\(object\\)` is `poster (object)`)."""
-    key = normalize_tag(tag).lower()
+    return normalized_key(normalize_tag(tag))
+
+
+def normalized_key(tag: str) -> str:
+    """`tag_key` of a tag already normalised (as `parse_tags` returns them): the fast path."""
+    key = tag.lower()
     return _ESCAPED_BRACKET.sub(r"\1", key) if "\\" in key else key
 
 
@@ -57,6 +62,8 @@ def parse_tags(caption: str) -> List[str]:
     if "," not in caption:
         tag = normalize_tag(caption)
         return [tag] if tag else []
+    if not _SPECIAL.search(caption):  # no brackets or escapes: a plain split (the common case)
+        return [t for t in (" ".join(part.split()) for part in caption.split(",")) if t]
     tags: List[str] = []
     start, position, length = 0, 0, len(caption)
     while position < length:
@@ -101,26 +108,26 @@ def has_tag(tags: Sequence[str], tag: str) -> bool:
     return any(tag_key(t) == key for t in tags)
 
 
-def add_tag(tags: Sequence[str], new: str, position: Union[str, int] = "back") -> List[str]:
+def add_tag(tags: Sequence[str], new: str, position: Union[str, int] = "back", absent: bool = False) -> List[str]:
     """Add `new` at "front", "back" or an index. A tag already present stays where it is,
-    except with "front", which moves it first (the trigger-word case)."""
+    except with "front", which moves it first (the trigger-word case). `absent=True` is a
+    caller's promise that the tag is not there yet (it knows from its index): no search."""
     new = normalize_tag(new)
     if not new:
         return list(tags)
     key = tag_key(new)
-    present = [t for t in tags if tag_key(t) == key]
-    if present and position != "front":
-        return list(tags)
-    if present and tag_key(tags[0]) == key:
-        return list(tags)
-    rest = [t for t in tags if tag_key(t) != key]
-    keep = present[0] if present else new  # keep the user's spelling of an existing tag
+    keys = [] if absent else [tag_key(t) for t in tags]
+    if key in keys:
+        if position != "front" or keys[0] == key:
+            return list(tags)
+        keep = tags[keys.index(key)]  # the user's spelling of the existing tag
+        return [keep] + [t for t, k in zip(tags, keys) if k != key]
     if position == "front":
-        return [keep] + rest
+        return [new] + list(tags)
     if position == "back":
-        return rest + [keep]
-    index = max(0, min(int(position), len(rest)))
-    return rest[:index] + [keep] + rest[index:]
+        return list(tags) + [new]
+    index = max(0, min(int(position), len(tags)))
+    return list(tags[:index]) + [new] + list(tags[index:])
 
 
 def remove_tag(tags: Sequence[str], target: str) -> List[str]:
