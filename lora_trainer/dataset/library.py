@@ -9,6 +9,7 @@ cannot be read, or that changed on disk since they were loaded are never touched
 edit.
 """
 
+import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -323,11 +324,16 @@ class DatasetIndex:
         if step is None:
             raise DatasetError(f"nothing to undo in {self.root}: no edits are recorded there")
         report = EditReport(f"undo {step.description!r}")
-        by_path = {e.caption: i for i, e in enumerate(self.entries)}
+        by_path = {os.fspath(e.caption): i for i, e in enumerate(self.entries)}
 
         def restore(change: Change):
-            current = read_caption(change.path)
-            holds_after = (current.raw == change.after) if change.after is not None else not current.exists
+            position = by_path.get(os.fspath(change.path))
+            loaded = self.captions[position] if position is not None else None
+            if loaded is not None and loaded.error is None and unchanged_on_disk(loaded):
+                current = loaded  # what is on disk is what this index holds: no need to read it again
+            else:
+                current = read_caption(change.path)
+            holds_after = (current.exists and current.raw == change.after) if change.after is not None else not current.exists
             if current.error or not holds_after:
                 return None  # changed since: a conflict
             try:
@@ -347,8 +353,9 @@ class DatasetIndex:
                 report.failed.append(f"{change.path}: {restored.strerror or restored}")
                 continue
             report.changed.append(change.path)
-            if change.path in by_path:
-                self._set(by_path[change.path], restored)
+            position = by_path.get(os.fspath(change.path))
+            if position is not None:
+                self._set(position, restored)
         self.history.drop(step)
         return report
 

@@ -192,3 +192,48 @@ def test_scanning_ignores_the_state_folder(tmp_path):
     DatasetIndex.load(root).add("y")
     assert (root / STATE_FOLDER / "history").is_dir()
     assert [e.image.name for e in scan(root)] == ["a.png"]
+
+
+def test_rewrite_keeps_file_permissions(tmp_path):
+    root, folder = make(tmp_path, {"private": b"a", "shared": b"b"})
+    os.chmod(folder / "private.txt", 0o600)
+    os.chmod(folder / "shared.txt", 0o664)
+    index = DatasetIndex.load(root)
+    index.add("c")
+    assert os.stat(folder / "private.txt").st_mode & 0o777 == 0o600
+    assert os.stat(folder / "shared.txt").st_mode & 0o777 == 0o664
+    index.undo()
+    assert os.stat(folder / "private.txt").st_mode & 0o777 == 0o600
+
+
+def test_sort_dedupe_move_and_normalize_through_the_index(tmp_path):
+    root, folder = make(tmp_path, {"a": b"trig, b,  a, B, c", "b": b"c,a"})
+    index = DatasetIndex.load(root)
+    index.dedupe()
+    assert (folder / "a.txt").read_bytes() == b"trig, b, a, c"
+    assert (folder / "b.txt").read_bytes() == b"c,a"  # nothing to dedupe: byte for byte untouched
+    index.sort(keep=1)
+    assert (folder / "a.txt").read_bytes() == b"trig, a, b, c"
+    index.move_to_front(["c"])
+    assert (folder / "a.txt").read_bytes() == b"c, trig, a, b"
+    index.normalize()
+    assert (folder / "b.txt").read_bytes() == b"c, a"
+    for _ in range(4):
+        index.undo()
+    assert (folder / "a.txt").read_bytes() == b"trig, b,  a, B, c" and (folder / "b.txt").read_bytes() == b"c,a"
+
+
+def test_large_bulk_edit_uses_the_same_rules(tmp_path):
+    # enough captions for the overlapped-write path; one conflict and one non-UTF-8 among them
+    captions = {f"img{n:03d}": f"tag{n}, shared".encode() for n in range(150)}
+    captions["img007"] = b"\xff bad"
+    root, folder = make(tmp_path, captions)
+    index = DatasetIndex.load(root)
+    (folder / "img042.txt").write_bytes(b"changed meanwhile")
+    report = index.remove("shared")
+    assert len(report.changed) == 148 and report.conflicts == [folder / "img042.txt"]
+    assert report.skipped_non_utf8 == [folder / "img007.txt"]
+    assert (folder / "img001.txt").read_bytes() == b"tag1"
+    assert (folder / "img042.txt").read_bytes() == b"changed meanwhile"
+    report = index.undo()
+    assert len(report.changed) == 148 and (folder / "img001.txt").read_bytes() == b"tag1, shared"
