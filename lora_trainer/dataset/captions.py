@@ -112,6 +112,12 @@ def unchanged_on_disk(caption: Caption) -> bool:
         return False
 
 
+def link_target(path: Path) -> Path:
+    """Where a rewrite of `path` must go: a symlinked caption is rewritten at its target, so
+    that the link (and whatever else shares that file) stays intact."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
 def atomic_write(path: Path, data: bytes, fsync: bool = False, mode: Optional[int] = None) -> os.stat_result:
     """Write through a temp file in the same folder and `os.replace`: a reader (or a crash) sees
     the old file or the new one, never half of it. `mode`: permission bits (default: those of
@@ -173,7 +179,7 @@ def write_caption(caption: Caption, text: str, backup_dir: Optional[Path] = None
         if backup_dir is None:
             raise DatasetError(f"{caption.path.name}: a non-UTF-8 caption is only rewritten with a backup folder")
         backup(caption, backup_dir)
-    stat = atomic_write(caption.path, data, fsync=fsync, mode=caption.mode if caption.exists else 0o644)
+    stat = atomic_write(link_target(caption.path), data, fsync=fsync, mode=caption.mode if caption.exists else 0o644)
     return decode_caption(caption.path, data, _stamp(stat), stat.st_mode & 0o7777)
 
 

@@ -19,7 +19,7 @@ from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Unio
 
 from lora_trainer.dataset import tags as T
 from lora_trainer.dataset.captions import (Caption, CaptionConflict, atomic_write, decode_caption, encode_caption,
-                                           read_caption, unchanged_on_disk, write_caption)
+                                           link_target, read_caption, unchanged_on_disk, write_caption)
 from lora_trainer.dataset.history import DEFAULT_LIMIT, Change, History
 from lora_trainer.dataset.scan import STATE_FOLDER, ImageEntry, ScanResult, scan
 from lora_trainer.dataset.tag_filter import compile_filter
@@ -340,7 +340,7 @@ class DatasetIndex:
                 if change.before is None:
                     change.path.unlink()
                     return Caption(change.path, False)
-                stat = atomic_write(change.path, change.before, mode=current.mode)
+                stat = atomic_write(link_target(change.path), change.before, mode=current.mode)
                 return decode_caption(change.path, change.before, (stat.st_size, stat.st_mtime_ns), current.mode)
             except OSError as exc:
                 return exc

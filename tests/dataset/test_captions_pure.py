@@ -237,3 +237,15 @@ def test_large_bulk_edit_uses_the_same_rules(tmp_path):
     assert (folder / "img042.txt").read_bytes() == b"changed meanwhile"
     report = index.undo()
     assert len(report.changed) == 148 and (folder / "img001.txt").read_bytes() == b"tag1, shared"
+
+
+def test_symlinked_caption_is_edited_through_the_link(tmp_path):
+    root, folder = make(tmp_path, {"a": None})
+    shared = tmp_path / "shared.txt"
+    shared.write_bytes(b"from elsewhere")
+    (folder / "a.txt").symlink_to(shared)
+    index = DatasetIndex.load(root)
+    index.add("x")
+    assert (folder / "a.txt").is_symlink() and shared.read_bytes() == b"from elsewhere, x"
+    index.undo()
+    assert (folder / "a.txt").is_symlink() and shared.read_bytes() == b"from elsewhere"

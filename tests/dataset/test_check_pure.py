@@ -2,7 +2,6 @@
 
 import time
 
-from PIL import Image
 
 from lora_trainer.dataset.buckets import BucketSettings
 from lora_trainer.dataset.check import CACHE_NAME, check_dataset, format_report, image_facts

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from lora_trainer.dataset.check import check_dataset
 from lora_trainer.dataset.images import ImageProblem, image_size, open_rgb
