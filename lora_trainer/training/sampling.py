@@ -22,6 +22,19 @@ def make_pipeline(bundle):
     )
 
 
+def _prompt_embeds(bundle, prompt: str, negative: str, clip_skip: int, device, dtype) -> dict:
+    """Prompt conditioning computed exactly as in training (chunks, clip skip), not by the pipeline."""
+    from lora_trainer.models.conditioning import encode_text
+
+    cond = encode_text(bundle.text_encoders, bundle.tokenizers, bundle.family, [prompt, negative or ""], clip_skip)
+    hidden = cond.hidden_states.to(device, dtype)
+    out = {"prompt_embeds": hidden[:1], "negative_prompt_embeds": hidden[1:]}
+    if cond.pooled is not None:
+        pooled = cond.pooled.to(device, dtype)
+        out.update(pooled_prompt_embeds=pooled[:1], negative_pooled_prompt_embeds=pooled[1:])
+    return out
+
+
 @torch.no_grad()
 def render(bundle, prompts: List[str], *, seed: int, steps: int, width: int, height: int, cfg_scale: float = 7.0,
            negative_prompt: str = "", clip_skip: int = 1, device: Optional[torch.device] = None) -> List:
@@ -36,11 +49,9 @@ def render(bundle, prompts: List[str], *, seed: int, steps: int, width: int, hei
         for prompt in prompts:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             latents = torch.randn((1, bundle.unet.config.in_channels, height // 8, width // 8), generator=generator)
-            kwargs = dict(prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
-                          guidance_scale=cfg_scale, width=width, height=height,
-                          latents=latents.to(device, next(bundle.unet.parameters()).dtype))
-            if bundle.family == "sd1" and clip_skip > 1:
-                kwargs["clip_skip"] = clip_skip - 1  # diffusers counts skipped layers from 0
+            dtype = next(bundle.unet.parameters()).dtype
+            kwargs = dict(num_inference_steps=steps, guidance_scale=cfg_scale, width=width, height=height,
+                          latents=latents.to(device, dtype), **_prompt_embeds(bundle, prompt, negative_prompt, clip_skip, device, dtype))
             images.append(pipe(**kwargs).images[0])
     finally:
         bundle.unet.train(was_training)
