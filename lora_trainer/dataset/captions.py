@@ -115,7 +115,7 @@ def unchanged_on_disk(caption: Caption) -> bool:
 def link_target(path: Path) -> Path:
     """Where a rewrite of `path` must go: a symlinked caption is rewritten at its target, so
     that the link (and whatever else shares that file) stays intact."""
-    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool = False, mode: Optional[int] = None) -> os.stat_result:

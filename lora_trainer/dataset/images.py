@@ -28,6 +28,9 @@ class ImageProblem(DatasetError):
 def _strict_truncation():
     from PIL import ImageFile
 
+    if not ImageFile.LOAD_TRUNCATED_IMAGES and not _TRUNCATED_LOCK.locked():  # the default: no lock to share
+        yield
+        return
     with _TRUNCATED_LOCK:
         before = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
