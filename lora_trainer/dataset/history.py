@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from lora_trainer.dataset.captions import atomic_write
 
@@ -22,7 +22,7 @@ DEFAULT_LIMIT = 100
 
 @dataclass
 class Change:
-    path: Path  # the caption file
+    path: Union[Path, str]  # the caption file (loaded steps give plain strings: cheap for 10,000)
     before: Optional[bytes]  # None: the file did not exist
     after: Optional[bytes]  # None: the file was deleted
 
@@ -72,9 +72,8 @@ class History:
             return text[len(self._prefix):].replace(os.sep, "/")
         return str(Path(path).resolve())  # a regularization folder elsewhere
 
-    def _absolute(self, stored: str) -> Path:
-        path = Path(stored)
-        return path if path.is_absolute() else self.root / path
+    def _absolute(self, stored: str) -> str:
+        return stored if os.path.isabs(stored) else os.path.join(self._prefix, stored.replace("/", os.sep))
 
     def __len__(self) -> int:
         return len(self._files())

@@ -249,3 +249,11 @@ def test_symlinked_caption_is_edited_through_the_link(tmp_path):
     assert (folder / "a.txt").is_symlink() and shared.read_bytes() == b"from elsewhere, x"
     index.undo()
     assert (folder / "a.txt").is_symlink() and shared.read_bytes() == b"from elsewhere"
+
+
+def test_overlapped_file_operations_keep_order_on_both_paths(tmp_path):
+    from lora_trainer.dataset.library import _in_parallel
+
+    items = list(range(300))
+    assert _in_parallel(lambda n: n * 2, items, slow_s=float("inf")) == [n * 2 for n in items]  # this thread
+    assert _in_parallel(lambda n: n * 2, items, slow_s=0.0) == [n * 2 for n in items]  # threads after the probe
