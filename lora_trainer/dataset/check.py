@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from lora_trainer.dataset.buckets import BucketSettings, bucket_report, bucket_resolutions, choose_bucket
 from lora_trainer.dataset.captions import atomic_write
-from lora_trainer.dataset.images import DEFAULT_MAX_PIXELS, content_hash, image_problem, image_size
+from lora_trainer.dataset.images import DEFAULT_MAX_PIXELS, inspect_image
 from lora_trainer.dataset.library import DatasetIndex, _in_parallel
 from lora_trainer.dataset.tags import token_counts
 
@@ -68,13 +68,8 @@ def _stat_key(path: Path) -> Optional[List[int]]:
 
 
 def _examine(path: Path, max_pixels: int) -> ImageFacts:
-    problem = image_problem(path, max_pixels)
-    if problem:
-        return ImageFacts(None, None, problem)
-    try:
-        return ImageFacts(image_size(path), content_hash(path), None)
-    except Exception as exc:  # read fine a moment ago; report rather than stop the check
-        return ImageFacts(None, None, f"{path.name}: {exc}")
+    size, digest, problem = inspect_image(path, max_pixels)
+    return ImageFacts(size, None if problem else digest, problem)
 
 
 def image_facts(index: DatasetIndex, max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,

@@ -7,11 +7,12 @@ refused even where another extension has set Pillow's global `LOAD_TRUNCATED_IMA
 """
 
 import hashlib
+import io
 import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 from lora_trainer.errors import DatasetError
 
@@ -64,27 +65,31 @@ def to_rgb(image, background: Tuple[int, int, int] = WHITE, sixteen_bit: bool = 
     return image.convert("RGB")
 
 
-def open_rgb(path: Path, background: Tuple[int, int, int] = WHITE, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The image as an RGB PIL image: first frame, EXIF orientation applied, transparency on
-    `background`. Raises `ImageProblem` for a file that cannot be used."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _open_checked(path: Path, max_pixels: int, finish: Callable, keep_bytes: Optional[list] = None):
+    """Open the image, refuse bombs and empty images, decode it completely (truncation is an
+    error), and return `finish(image)`; every failure becomes an `ImageProblem` naming the file.
+    With `keep_bytes`, the file's bytes are read once and appended to it (for hashing)."""
+    from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open(path, "rb") as handle, Image.open(handle) as image:
-                if image.width * image.height > max_pixels:
-                    raise ImageProblem(f"{path.name}: {image.width}x{image.height} is more than the {max_pixels} pixels "
-                                       f"allowed; refused as a possible decompression bomb (resize it, or raise the limit)")
-                if image.width < 1 or image.height < 1:
-                    raise ImageProblem(f"{path.name}: has no pixels ({image.width}x{image.height})")
-                sixteen_bit = image.mode == "I" and image.format in ("PNG", "TIFF")
-                image.seek(0)
-                with _strict_truncation():
-                    image.load()
-                rotated = ImageOps.exif_transpose(image)
-                return to_rgb(rotated, background, sixteen_bit)
+            with open(path, "rb") as handle:
+                source = handle
+                if keep_bytes is not None:
+                    data = handle.read()
+                    keep_bytes.append(data)
+                    source = io.BytesIO(data)
+                with Image.open(source) as image:
+                    if image.width * image.height > max_pixels:
+                        raise ImageProblem(f"{path.name}: {image.width}x{image.height} is more than the {max_pixels} pixels "
+                                           f"allowed; refused as a possible decompression bomb (resize it, or raise the limit)")
+                    if image.width < 1 or image.height < 1:
+                        raise ImageProblem(f"{path.name}: has no pixels ({image.width}x{image.height})")
+                    image.seek(0)
+                    with _strict_truncation():
+                        image.load()
+                    return finish(image)
     except ImageProblem:
         raise
     except Image.DecompressionBombError as exc:
@@ -103,6 +108,38 @@ def open_rgb(path: Path, background: Tuple[int, int, int] = WHITE, max_pixels: i
         raise ImageProblem(_decode_failure(path, exc)) from exc
     except Exception as exc:  # any decoder failure is about this one file
         raise ImageProblem(_decode_failure(path, exc)) from exc
+
+
+def open_rgb(path: Path, background: Tuple[int, int, int] = WHITE, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The image as an RGB PIL image: first frame, EXIF orientation applied, transparency on
+    `background`. Raises `ImageProblem` for a file that cannot be used."""
+    from PIL import ImageOps
+
+    def finish(image):
+        sixteen_bit = image.mode == "I" and image.format in ("PNG", "TIFF")
+        return to_rgb(ImageOps.exif_transpose(image), background, sixteen_bit)
+
+    return _open_checked(Path(path), max_pixels, finish)
+
+
+def _oriented_size(image) -> Tuple[int, int]:
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not make a readable image unusable
+        orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def inspect_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Optional[Tuple[int, int]], Optional[str], Optional[str]]:
+    """(size as trained, content hash, problem) with one read and one full decode of the file:
+    what the dataset check needs, without converting pixels."""
+    kept: list = []
+    try:
+        size = _open_checked(Path(path), max_pixels, _oriented_size, kept)
+    except ImageProblem as exc:
+        return None, (_hash_bytes(kept[0]) if kept else None), str(exc)
+    return size, _hash_bytes(kept[0]), None
 
 
 def _decode_failure(path: Path, exc: Exception) -> str:
@@ -126,12 +163,11 @@ def image_size(path: Path) -> Tuple[int, int]:
     from PIL import Image
 
     with open(path, "rb") as handle, Image.open(handle) as image:
-        width, height = image.size
-        try:
-            orientation = image.getexif().get(0x0112, 1)
-        except Exception:  # a broken EXIF block must not make a readable image unusable
-            orientation = 1
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        return _oriented_size(image)
+
+
+def _hash_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def content_hash(path: Path) -> str:
