@@ -81,6 +81,13 @@ class History:
     def push(self, description: str, changes: List[Change]) -> Step:
         files = self._files()
         number = int(files[-1].stem) + 1 if files else 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:  # reserve the number: another editor of this dataset may be pushing too
+            try:
+                os.close(os.open(self.folder / f"{number:08d}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                break
+            except FileExistsError:
+                number += 1
         step = Step(number, description, time.time(), list(changes))
         self.save(step)
         for old in self._files()[:-self.limit]:
@@ -99,7 +106,8 @@ class History:
         atomic_write(self.folder / f"{step.number:08d}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
     def _load(self, path: Path) -> Step:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        document = json.loads(text) if text.strip() else {"description": "(interrupted, empty)", "changes": []}
         changes = [Change(self._absolute(c["path"]), _unpack(c["before"]), _unpack(c["after"])) for c in document["changes"]]
         return Step(int(path.stem), document.get("description", ""), float(document.get("time", 0)), changes)
 

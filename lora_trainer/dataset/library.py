@@ -229,8 +229,13 @@ class DatasetIndex:
             ready.append((i, text, data))
         if not ready:
             return
-        step = self.history.push(action, [Change(self.captions[i].path, self.captions[i].raw if self.captions[i].exists else None, data)
-                                          for i, _, data in ready])
+        changes = [Change(self.captions[i].path, self.captions[i].raw if self.captions[i].exists else None, data)
+                   for i, _, data in ready]
+        try:
+            step = self.history.push(action, changes)
+        except OSError as exc:  # no undo record, no edit: a caption is never changed without one
+            raise DatasetError(f"cannot record the undo step in {self.history.folder} ({exc.strerror or exc}); "
+                               f"nothing was changed. Make the dataset folder writable") from exc
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{step.number}"
         # the parsed tags before this edit, so that an undo in this session need not parse again
         self._before = {step.number: {i: (self.captions[i].raw, self.tags[i], self.keys[i]) for i, _, _ in ready}}

@@ -257,3 +257,11 @@ def test_overlapped_file_operations_keep_order_on_both_paths(tmp_path):
     items = list(range(300))
     assert _in_parallel(lambda n: n * 2, items, slow_s=float("inf")) == [n * 2 for n in items]  # this thread
     assert _in_parallel(lambda n: n * 2, items, slow_s=0.0) == [n * 2 for n in items]  # threads after the probe
+
+
+def test_no_edit_without_an_undo_record(tmp_path):
+    root, folder = make(tmp_path, {"a": b"x"})
+    (root / STATE_FOLDER).write_text("a file where the state folder should be")
+    with pytest.raises(DatasetError, match="nothing was changed"):
+        DatasetIndex.load(root).add("y")
+    assert (folder / "a.txt").read_bytes() == b"x"
