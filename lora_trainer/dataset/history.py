@@ -106,8 +106,11 @@ class History:
         atomic_write(self.folder / f"{step.number:08d}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
     def _load(self, path: Path) -> Step:
-        text = path.read_text(encoding="utf-8")
-        document = json.loads(text) if text.strip() else {"description": "(interrupted, empty)", "changes": []}
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = json.loads(text) if text.strip() else {"description": "(interrupted before it was saved)", "changes": []}
+        except ValueError:
+            document = {"description": f"(damaged step file {path.name}: nothing to restore from it)", "changes": []}
         changes = [Change(self._absolute(c["path"]), _unpack(c["before"]), _unpack(c["after"])) for c in document["changes"]]
         return Step(int(path.stem), document.get("description", ""), float(document.get("time", 0)), changes)
 
