@@ -7,7 +7,7 @@ VENV_310 := .venv-py310
 PIP_QUIET := -q --disable-pip-version-check
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-forge setup-py310 test test-a1111 test-forge test-py310 demo bench clean
+.PHONY: setup setup-forge setup-py310 chromium test test-a1111 test-forge test-py310 demo bench clean
 
 setup: $(VENV)/.done
 setup-forge: $(VENV_FORGE)/.done
@@ -32,13 +32,17 @@ $(VENV_310)/.done: requirements-dev.txt
 	$(VENV_310)/bin/pip install $(PIP_QUIET) pytest==8.3.3 pytest-timeout==2.3.1 "tomli>=2.0" Pillow==9.5.0 numpy==1.26.2 2>&1 | grep -v "^WARNING: Location" || true
 	touch $@
 
+# Headless Chromium for the browser tests (Debian package; Playwright drives it, never downloads one).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+
 # Whole suite on A1111's pins; then Forge's pins for what needs them; then Python 3.10 torch-free checks.
 test: test-a1111 test-forge test-py310
 
-test-a1111: setup
+test-a1111: setup chromium
 	$(VENV)/bin/python -m pytest tests -q -m "not forge_only"
 
-test-forge: setup-forge
+test-forge: setup-forge chromium
 	$(VENV_FORGE)/bin/python -m pytest tests -q -m "forge_only or both_profiles"
 
 test-py310: setup-py310

@@ -23,10 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     ui.set_defaults(handler=_ui)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def build_app(host):
+    """The tab as its own app, with the extension's style.css and JS that A1111 would inject."""
+    from lora_trainer.ui.compat import js
     from lora_trainer.ui.tab import build_tab
 
-    return build_tab(host).queue()
+    app = build_tab(host)
+    css = REPO / "style.css"
+    if css.is_file():
+        app.css = (app.css or "") + css.read_text(encoding="utf-8")
+    script = REPO / "javascript" / "train_lora.js"
+    if script.is_file():
+        with app:
+            app.load(None, **js("() => { " + script.read_text(encoding="utf-8") + " }"))
+    return app.queue()
 
 
 def _ui(args) -> int:
