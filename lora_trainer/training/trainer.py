@@ -109,39 +109,31 @@ def _param_groups(adapters: AdapterSet, config) -> List[Dict]:
 class Conditioner:
     """Caption -> conditioning; cached per caption when the text encoders are frozen."""
 
-    def __init__(self, bundle, config, train_text_encoder: bool, device: torch.device):
+    def __init__(self, bundle, config, train_text_encoder: bool):
         from lora_trainer.models.conditioning import encode_text
 
         self._encode = encode_text
         self.bundle, self.clip_skip = bundle, int(config.model.clip_skip)
         self.trainable = train_text_encoder
-        self.device = device
         self._cache: Dict[str, object] = {}
 
     def __call__(self, captions: List[str]):
         if self.trainable:
             return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
-        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
-        if missing:
-            with torch.no_grad():
-                encoded = self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, missing, self.clip_skip)
-            for index, caption in enumerate(missing):
-                pooled = encoded.pooled[index:index + 1] if encoded.pooled is not None else None
-                self._cache[caption] = (encoded.hidden_states[index:index + 1], pooled)
-        width = max(self._cache[c][0].shape[1] for c in captions)
-        hidden = torch.cat([_pad_tokens(self._cache[c][0], width) for c in captions])
-        pooled = None if self._cache[captions[0]][1] is None else torch.cat([self._cache[c][1] for c in captions])
+        for caption in dict.fromkeys(captions):
+            if caption not in self._cache:  # one at a time: each caption keeps its own chunk count
+                with torch.no_grad():
+                    encoded = self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, [caption], self.clip_skip)
+                self._cache[caption] = (encoded.hidden_states, encoded.pooled)
         from lora_trainer.models.conditioning import TextConditioning
 
+        widths = {self._cache[c][0].shape[1] for c in captions}
+        if len(widths) > 1:  # captions of different chunk counts: encode together, padding chunks included
+            with torch.no_grad():
+                return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
+        hidden = torch.cat([self._cache[c][0] for c in captions])
+        pooled = None if self._cache[captions[0]][1] is None else torch.cat([self._cache[c][1] for c in captions])
         return TextConditioning(hidden, pooled)
-
-
-def _pad_tokens(hidden: torch.Tensor, width: int) -> torch.Tensor:
-    """Captions of different chunk counts in one batch: repeat the last chunk's padding (rare, cached path)."""
-    if hidden.shape[1] == width:
-        return hidden
-    extra = hidden[:, -77:].repeat(1, (width - hidden.shape[1]) // 77, 1)
-    return torch.cat([hidden, extra], dim=1)
 
 
 def _unet_kwargs(bundle, batch: List[TrainItem], cond, device, dtype) -> Dict:
@@ -170,7 +162,7 @@ class Loop:
         self.scheduler = build_scheduler(config.train.scheduler, self.optimizer, int(config.train.warmup_steps), total,
                                          int(getattr(config.train, "lr_scheduler_num_cycles", 1)),
                                          float(getattr(config.train, "lr_scheduler_power", 1.0)))
-        self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners), ctx.device)
+        self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners))
         self.precision = config.train.mixed_precision
         self.scaler = torch.cuda.amp.GradScaler() if self.precision == "fp16" and ctx.device.type == "cuda" else None
         self.state = RunState()

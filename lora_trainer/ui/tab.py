@@ -147,7 +147,13 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
             return [progress_html(state), loss_plot(state.losses), gallery, "\n".join(state.log[-200:]),
                     state.output or "", *buttons, state.version]
 
-        tab.load(lambda: controller.form_values(), outputs=inputs)
+        def on_page_load():
+            """A reloaded page shows the job's settings; a fresh server leaves the form alone."""
+            if controller.jobs.config is None:
+                return [gr.update() for _ in inputs]
+            return controller.form_values()
+
+        tab.load(on_page_load, outputs=inputs)
         tab.load(on_poll, inputs=[seen_version],
                  outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version],
                  every=POLL_SECONDS)

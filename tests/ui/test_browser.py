@@ -169,7 +169,8 @@ def test_bad_settings_are_shown_next_to_the_field_and_nothing_starts(server, pag
     _set(page, "train_lora_output_name", "../escape")
     _tab(page, "Train")
     page.locator("#train_lora_start").click()
-    page.wait_for_function("() => document.querySelector('#train_lora_message').innerText.includes('network.rank')", timeout=30000)
+    page.screenshot(path=str(_shots_dir() / "5-bad-settings-before.png"), full_page=True)
+    page.wait_for_function("() => [...document.querySelectorAll('#train_lora_message')].some(e => e.innerText.includes('network.rank'))", timeout=30000)
     message = page.locator("#train_lora_message").last.inner_text()
     assert "output.name" in message
     _tab(page, "Settings")
