@@ -31,7 +31,7 @@ def test_option_trains_with_finite_losses(make_config, train_options):
 
 
 def test_regularization_images_are_used_with_their_weight(make_config, tmp_path):
-    from tests.training.conftest import make_dataset
+    from tests.conftest import make_dataset
 
     reg = make_dataset(tmp_path / "reg", count=2, seed=9)
     config = make_config("sd2-v", dataset={"reg_dir": str(reg), "prior_loss_weight": 0.5}, train={"max_steps": 3})
