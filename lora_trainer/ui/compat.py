@@ -17,3 +17,15 @@ def launch_kwargs(auth=None) -> Dict:
     if GRADIO_MAJOR >= 4:
         kwargs["allowed_paths"] = []
     return kwargs
+
+
+def file_input_type() -> str:
+    """`gr.File(type=...)` that hands the handler a path-like: "file" on gradio 3, "filepath" on 4."""
+    return "file" if GRADIO_MAJOR < 4 else "filepath"
+
+
+def uploaded_path(value):
+    """The local path of an uploaded file, whatever gradio passed (a temp-file object or a str)."""
+    if value is None:
+        return None
+    return getattr(value, "name", value)

@@ -135,6 +135,30 @@ class TabController:
         captioned = [(image, f"{strength:g} · {prompt}") for (strength, prompt), image in zip([(s, p) for s in values for p in prompt_list], images)]
         return captioned, f"{len(images)} images: strengths {', '.join(f'{v:g}' for v in values)}"
 
+    def import_settings(self, path: Optional[str], values: List[Any]) -> Tuple[List[Any], str]:
+        """Fill the form from a kohya_ss GUI JSON or an sd-scripts TOML; say what was ignored."""
+        from lora_trainer.config import import_config
+
+        if not path:
+            return values, "Choose a kohya_ss .json or sd-scripts .toml file to import."
+        try:
+            result = import_config(path)
+        except UserError as exc:
+            return values, f"Import failed: {html.escape(str(exc))}"
+        current = fields.values_to_dict(self.paths, values)
+        imported = result.config.to_dict()
+        keep = {("model", "checkpoint"), ("output", "dir")}  # this host decides the base model and the Lora folder
+        for section, items in imported.items():
+            for key, value in items.items():
+                if (section, key) not in keep:
+                    current.setdefault(section, {})[key] = value
+        lines = [f"Imported **{html.escape(Path(path).name)}**."]
+        lines += [f"- note: {html.escape(note)}" for note in result.notes]
+        if result.ignored:
+            lines.append(f"Ignored {len(result.ignored)} setting(s):")
+            lines += [f"- `{html.escape(str(item.key))}`: {html.escape(item.reason)}" for item in result.ignored]
+        return fields.config_to_values(self.paths, current), "\n".join(lines)
+
     # --- presets ------------------------------------------------------------------------
     def _preset_folder(self) -> Path:
         return self.host.user_data_dir() / "presets"

@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import gradio as gr
 
 from lora_trainer.ui import fields
-from lora_trainer.ui.compat import js
+from lora_trainer.ui.compat import file_input_type, js, uploaded_path
 from lora_trainer.ui.controller import TabController, progress_html
 from lora_trainer.ui.jobs import JobState
 from lora_trainer.ui.plots import loss_plot
@@ -59,6 +59,10 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
                     apply_preset = gr.Button("Apply preset", elem_id="train_lora_apply_preset")
                     preset_name = gr.Textbox(label="Save current settings as", elem_id="train_lora_preset_name")
                     save_preset = gr.Button("Save preset", elem_id="train_lora_save_preset")
+                with gr.Row():
+                    import_file = gr.File(label="Import a kohya_ss GUI .json or sd-scripts .toml", file_types=[".json", ".toml"],
+                                          type=file_input_type(), elem_id="train_lora_import_file")
+                    import_button = gr.Button("Import settings", elem_id="train_lora_import")
                 for start in range(0, len(fields.BASIC), 4):
                     with gr.Row():
                         for section, key in fields.BASIC[start:start + 4]:
@@ -126,6 +130,11 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
             text = controller.save_preset(name, list(values))
             return gr.update(choices=controller.preset_names()), text
 
+        def on_import(path, *values):
+            new_values, text = controller.import_settings(uploaded_path(path), list(values))
+            return list(new_values) + [text]
+
+        import_button.click(on_import, inputs=[import_file] + inputs, outputs=inputs + [message])
         apply_preset.click(on_apply_preset, inputs=[preset] + inputs, outputs=inputs + [message])
         save_preset.click(on_save_preset, inputs=[preset_name] + inputs, outputs=[preset, message])
 
