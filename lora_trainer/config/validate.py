@@ -171,8 +171,7 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
     if wrong_types:  # cross-field rules assume the right types
         return errors
 
-    model, dataset, network, train, output, sample = (config.model, config.dataset, config.network, config.train,
-                                                      config.output, config.sample)
+    dataset, network, train, output, sample = config.dataset, config.network, config.train, config.output, config.sample
     # how long to train
     if train.max_steps == 0 and train.epochs == 0:
         error("train.max_steps", "set max_steps or epochs above 0 (both are 0)")

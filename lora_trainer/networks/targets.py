@@ -7,7 +7,7 @@ normal rank. Text encoders: self-attention q, k, v, out and the MLP fc1, fc2.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import List
 
 from torch import nn
 
@@ -60,9 +60,3 @@ def text_encoder_targets(encoder: nn.Module) -> List[Target]:
             found.append(Target(path, False))
     return found
 
-
-def split_by_rank(targets: List[Target]) -> Dict[bool, List[str]]:
-    out: Dict[bool, List[str]] = {False: [], True: []}
-    for target in targets:
-        out[target.conv3x3].append(target.path)
-    return out

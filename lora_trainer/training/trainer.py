@@ -7,7 +7,6 @@ resumable state, and always removes the adapters again, whatever happens.
 
 import math
 import random
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -6,7 +6,6 @@ plain data; `tab.py` maps it onto gradio components.
 """
 
 import html
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 

@@ -6,7 +6,7 @@ plot, samples, log, the output file, the test grid). Every page polls the server
 so a reload or a second browser tab shows the running job instead of starting another.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import gradio as gr
 

@@ -8,7 +8,7 @@ from lora_trainer.models.families import tiny_config
 from lora_trainer.networks.adapters import ADAPTER, NetworkSpec, inject
 from lora_trainer.networks.export import kohya_state_dict, save_lora
 from lora_trainer.networks.kohya_names import kohya_name
-from lora_trainer.networks.load import apply_kohya, parse_kohya, read_kohya
+from lora_trainer.networks.load import apply_kohya, read_kohya
 
 
 def _components(family, seed=0):

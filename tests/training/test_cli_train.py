@@ -1,7 +1,6 @@
 """`python -m lora_trainer train` as scripts and notebooks use it: exit codes, plain progress, JSON events."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -132,7 +132,7 @@ def test_train_stop_resume_and_test_grid(server, page):
     _tab(page, "Train")
     page.locator("#train_lora_start").click()
     first = _wait(page, lambda t: _step(t) >= 1, what="the first step")
-    later = _wait(page, lambda t: _step(t) > _step(first), what="progress to move")
+    _wait(page, lambda t: _step(t) > _step(first), what="progress to move")
     page.wait_for_selector("#train_lora_loss_plot img", timeout=30000)
     page.screenshot(path=str(shots / "2-training.png"), full_page=True)
     page.locator("#train_lora_stop").click()
