@@ -84,11 +84,3 @@ def _count(facts: DatasetFacts, item: TrainItem) -> None:
     for tag in tag_ops.parse_tags(item.caption):
         counts[tag] = counts.get(tag, 0) + 1
 
-
-def training_caption(caption: str, dataset, rng: random.Random) -> str:
-    """The caption one step sees, with the config's dropout/shuffle settings."""
-    from lora_trainer.dataset.training_captions import CaptionAugment
-    from lora_trainer.dataset.training_captions import training_caption as augmented
-
-    augment = CaptionAugment(int(dataset.keep_tokens), bool(dataset.shuffle_tags), float(dataset.tag_dropout), float(dataset.caption_dropout))
-    return augmented(caption, augment, rng)

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from lora_trainer.dataset.training_captions import CaptionAugment, training_caption
 from lora_trainer.errors import UserError
 from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
 from lora_trainer.training import loss as losses
@@ -82,7 +83,7 @@ def total_steps(config, items: List[TrainItem]) -> int:
 def _network_spec(config) -> NetworkSpec:
     net = config.network
     return NetworkSpec(type=net.type, rank=int(net.rank), alpha=float(net.alpha), conv_rank=int(net.conv_rank),
-                       conv_alpha=float(net.conv_alpha), dora=bool(net.dora), dropout=float(getattr(net, "dropout", 0.0)))
+                       conv_alpha=float(net.conv_alpha), dora=bool(net.dora), dropout=float(net.dropout))
 
 
 def _components(bundle, train_text_encoder: bool) -> Dict[str, torch.nn.Module]:
@@ -157,14 +158,16 @@ class Loop:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rng = random.Random(self.seed)
         self.optimizer = build_optimizer(config.train.optimizer, _param_groups(adapters, config),
-                                         float(getattr(config.train, "weight_decay", 0.01)), ctx.device.type)
+                                         float(config.train.weight_decay), ctx.device.type)
         self.scheduler = build_scheduler(config.train.scheduler, self.optimizer, int(config.train.warmup_steps), total,
-                                         int(getattr(config.train, "lr_scheduler_num_cycles", 1)),
-                                         float(getattr(config.train, "lr_scheduler_power", 1.0)))
+                                         int(config.train.lr_scheduler_num_cycles),
+                                         float(config.train.lr_scheduler_power))
         self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners))
         self.precision = config.train.mixed_precision
         self.scaler = torch.cuda.amp.GradScaler() if self.precision == "fp16" and ctx.device.type == "cuda" else None
         self.state = RunState()
+        data = config.dataset
+        self.augment = CaptionAugment(int(data.keep_tokens), bool(data.shuffle_tags), float(data.tag_dropout), float(data.caption_dropout))
 
     # --- data order -------------------------------------------------------------------
     def next_batch(self) -> List[int]:
@@ -180,18 +183,16 @@ class Loop:
 
     # --- one micro-batch -----------------------------------------------------------------
     def micro_loss(self, indices: List[int]) -> torch.Tensor:
-        from lora_trainer.training.prepare import training_caption
-
         ctx, config, bundle = self.ctx, self.ctx.config, self.ctx.bundle
         items = [ctx.items[i] for i in indices]
         flips = [bool(config.dataset.flip) and self.rng.random() < 0.5 for _ in items]
-        captions = [training_caption(item.caption, config.dataset, self.rng) for item in items]
+        captions = [training_caption(item.caption, self.augment, self.rng) for item in items]
         dtype = next(bundle.unet.parameters()).dtype
         latents = collate_latents(items, flips).to(ctx.device)
         noise = noises.sample_noise(latents, self.generator, float(config.train.noise_offset),
-                                    int(getattr(config.train, "multires_noise_iterations", 0)),
-                                    float(getattr(config.train, "multires_noise_discount", 0.3)))
-        low, high = int(getattr(config.train, "timestep_min", 0)), int(getattr(config.train, "timestep_max", 1000))
+                                    int(config.train.multires_noise_iterations),
+                                    float(config.train.multires_noise_discount))
+        low, high = int(config.train.timestep_min), int(config.train.timestep_max)
         timesteps = noises.sample_timesteps(len(items), self.generator, low, high, "cpu").to(ctx.device)
         scheduler = bundle.noise_scheduler
         noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -199,13 +200,13 @@ class Loop:
         with self._autocast():
             cond = self.conditioner(captions)
             prediction = bundle.unet(noisy.to(dtype), timesteps, **_unet_kwargs(bundle, items, cond, ctx.device, dtype)).sample
-        per_sample = losses.per_sample_loss(prediction, target, getattr(config.train, "loss_type", "l2"),
-                                            float(getattr(config.train, "huber_c", 0.1)))
+        per_sample = losses.per_sample_loss(prediction, target, config.train.loss_type,
+                                            float(config.train.huber_c))
         weights = losses.loss_weights(scheduler, timesteps, float(config.train.min_snr_gamma),
-                                      bool(getattr(config.train, "debiased_estimation", False)))
+                                      bool(config.train.debiased_estimation))
         if weights is not None:
             per_sample = per_sample * weights.to(per_sample.device)
-        prior = float(getattr(config.dataset, "prior_loss_weight", 1.0))
+        prior = float(config.dataset.prior_loss_weight)
         if prior != 1.0:
             per_sample = per_sample * torch.tensor([prior if item.is_reg else 1.0 for item in items], device=per_sample.device)
         return per_sample.mean()
@@ -268,8 +269,8 @@ def _emit_samples(loop: Loop, step: int) -> None:
         return
     size = int(ctx.config.dataset.resolution)
     images = render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
-                    width=int(getattr(sample, "width", 0) or size), height=int(getattr(sample, "height", 0) or size),
-                    cfg_scale=float(getattr(sample, "cfg_scale", 7.0)), negative_prompt=getattr(sample, "negative_prompt", ""),
+                    width=int(sample.width or size), height=int(sample.height or size),
+                    cfg_scale=float(sample.cfg_scale), negative_prompt=sample.negative_prompt,
                     clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
     paths = ctx.output.save_samples(step, images)
     ctx.events.emit("sample", step=step, images=images, paths=[str(p) for p in paths], prompts=prompts)
@@ -297,7 +298,7 @@ def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:
 def _trigger(ctx: RunContext) -> str:
     from lora_trainer.networks.metadata import common_leading_tags
 
-    explicit = getattr(ctx.config.dataset, "trigger_word", "")
+    explicit = ctx.config.dataset.trigger_word
     if explicit:
         return explicit
     captions = [[t.strip() for t in item.caption.split(",") if t.strip()] for item in ctx.items if not item.is_reg]
@@ -358,7 +359,7 @@ def run_loop(loop: Loop) -> RunResult:
                 _save_intermediate(loop, started)
             if _every(step, config.sample.every_steps):
                 _emit_samples(loop, step)
-            if step < loop.total and _every(step, getattr(config.output, "save_state_every_steps", 0)):
+            if step < loop.total and _every(step, config.output.save_state_every_steps):
                 loop.snapshot(ctx.output.state_dir)
     except (StopRequested, KeyboardInterrupt) as stop:
         state_dir = loop.snapshot(ctx.output.state_dir)
@@ -402,14 +403,14 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
 
     raise_for(validate(config))
     output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
-                                    bool(getattr(config.output, "overwrite", False)), int(config.output.keep_last))
+                                    bool(config.output.overwrite), int(config.output.keep_last))
     output.check_writable()
     from lora_trainer.training.listeners import MetricsWriter
 
     events.add(MetricsWriter(output.logs_dir))  # every run keeps its metrics.jsonl
-    device = pick_device(getattr(config.train, "device", "auto"))
+    device = pick_device(config.train.device)
     bundle = bundle or _load_base(config, events)
-    if getattr(config.train, "zero_terminal_snr", False):
+    if config.train.zero_terminal_snr:
         noises.zero_terminal_snr(bundle.noise_scheduler)
     torch.manual_seed(int(config.train.seed))
     items, facts = prepare_items(config, bundle, device, events, stop_flag)
