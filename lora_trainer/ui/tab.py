@@ -146,15 +146,16 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
         send_button.click(None, inputs=[output_path, grid_prompts], outputs=None,
                           **js("(path, prompts) => { trainLoraSendToTxt2img(path, prompts); return []; }"))
 
-        def on_poll(last_version):
+        def on_poll(last_version, prompts):
             state = controller.poll()
             running = state.active
             buttons = [gr.update(interactive=not running), gr.update(interactive=running), gr.update(interactive=not running)]
             if state.version == last_version:
-                return [gr.update()] * 5 + buttons + [last_version]
+                return [gr.update()] * 5 + buttons + [last_version, gr.update()]
             gallery = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in state.samples][-24:]
+            grid_prompt = gr.update(value=state.activation) if state.activation and not (prompts or "").strip() else gr.update()
             return [progress_html(state), loss_plot(state.losses), gallery, "\n".join(state.log[-200:]),
-                    state.output or "", *buttons, state.version]
+                    state.output or "", *buttons, state.version, grid_prompt]
 
         def on_page_load():
             """A reloaded page shows the job's settings; a fresh server leaves the form alone."""
@@ -163,8 +164,9 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
             return controller.form_values()
 
         tab.load(on_page_load, outputs=inputs)
-        tab.load(on_poll, inputs=[seen_version],
-                 outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version],
+        tab.load(on_poll, inputs=[seen_version, grid_prompts],
+                 outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version,
+                          grid_prompts],
                  every=POLL_SECONDS)
     return tab
 

@@ -49,6 +49,7 @@ def test_one_job_at_a_time_stop_and_resume(controller, tmp_path):
     controller.jobs.wait(120)
     final = controller.poll()
     assert final.status == "done" and final.step == state.step + 3
+    assert final.activation == "tinychar"  # the test grid and Send to txt2img start from it
     assert (tmp_path / "out" / "ctl.safetensors").is_file() and final.output.endswith("ctl.safetensors")
     images, text = controller.test_grid(final.output, "tinychar", "0 1", 1, steps=2, size=64)
     assert len(images) == 2 and "2 images" in text
