@@ -201,28 +201,10 @@ def _preview_settings(lora_path: Path):
     """Training resolution (from the file's metadata) and activation text (from its sidecar)."""
     import json
 
-    from safetensors import safe_open
+    from lora_trainer.networks.metadata import file_metadata, training_resolution
 
-    with safe_open(str(lora_path), "pt") as handle:
-        resolution = (handle.metadata() or {}).get("ss_resolution", "(512, 512)")
-    numbers = [int(n) for n in resolution.strip("()[] ").replace(" ", "").split(",") if n.isdigit()]
-    size = max(64, min(numbers or [512]))
     try:
         activation = json.loads(lora_path.with_suffix(".json").read_text(encoding="utf-8")).get("activation text", "")
     except (OSError, ValueError):
         activation = ""
-    return size, activation
-
-
-def on_ui_tabs():
-    from lora_trainer.ui.tab import build_tab
-
-    return [(build_tab(A1111Host()), "Train LoRA", "train_lora")]
-
-
-def on_ui_settings():
-    shared.opts.add_option(
-        "lora_trainer_allowed_roots",
-        shared.OptionInfo("", "Train LoRA: folders allowed when the WebUI is shared (--listen/--share); one per line",
-                          section=SETTINGS_SECTION),
-    )
+    return training_resolution(file_metadata(lora_path)), activation

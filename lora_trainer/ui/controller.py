@@ -139,7 +139,11 @@ class TabController:
         prompt_list = [p.strip() for p in prompts.splitlines() if p.strip()]
         if not prompt_list:
             return [], "Write at least one prompt."
-        images = self.host.render_grid(path, prompt_list, values, int(seed), int(steps), int(size) or 512)
+        if not int(size):
+            from lora_trainer.networks.metadata import file_metadata, training_resolution
+
+            size = training_resolution(file_metadata(path))
+        images = self.host.render_grid(path, prompt_list, values, int(seed), max(1, int(steps)), int(size))
         captioned = [(image, f"{strength:g} · {prompt}") for (strength, prompt), image in zip([(s, p) for s in values for p in prompt_list], images)]
         return captioned, f"{len(images)} images: strengths {', '.join(f'{v:g}' for v in values)}"
 

@@ -91,7 +91,7 @@ class WebUI:
             link.symlink_to(REPO, target_is_directory=True)
         args = [_python(), "launch.py", "--data-dir", str(self.root), "--ckpt", CKPT, "--port", str(self.port), "--api",
                 "--use-cpu", "all", "--no-half", "--precision", "full", "--skip-torch-cuda-test", "--skip-version-check",
-                "--skip-prepare-environment", "--no-download-sd-model", "--loglevel", "DEBUG"]
+                "--no-download-sd-model", "--loglevel", "DEBUG"]
         args += shlex.split(os.environ.get("A1111_ARGS", ""))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.process = subprocess.Popen(args, cwd=WEBUI, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
@@ -179,7 +179,7 @@ def _open_tab(page, webui) -> None:
     page.goto(webui.url + "/")
     page.wait_for_selector("#tabs", timeout=300000)
     page.locator("#tabs > .tab-nav button", has_text="Train LoRA").first.click()
-    page.wait_for_selector("#train_lora_start", timeout=60000)
+    page.wait_for_selector("#train_lora_root", state="visible", timeout=60000)
 
 
 def _fill_form(page, dataset: Path, name: str, steps: int) -> None:
@@ -245,7 +245,9 @@ def test_train_from_the_tab_and_use_the_lora_at_once(webui, page, dataset):
     weights = _weights_bytes(CKPT)
     assert growth < 0.25 * weights, f"RSS grew by {growth / 2**20:.0f} MiB during training; the weights are {weights / 2**20:.0f} MiB"
 
-    page.locator("#train_lora_grid_strengths input, #train_lora_grid_strengths textarea").first.fill("0 1")
+    assert page.locator("#train_lora_grid_prompts textarea").first.input_value() == "tinychar"
+    _set(page, "train_lora_grid_strengths", "0 1")
+    _set(page, "train_lora_grid_steps", 4)
     page.locator("#train_lora_grid_button").click()
     page.wait_for_function("() => document.querySelectorAll('#train_lora_grid img').length >= 2", timeout=600000)
     shots = REPO / "artifacts" / "a1111"
