@@ -208,3 +208,17 @@ def _preview_settings(lora_path: Path):
     except (OSError, ValueError):
         activation = ""
     return training_resolution(file_metadata(lora_path)), activation
+
+
+def on_ui_tabs():
+    from lora_trainer.ui.tab import build_tab
+
+    return [(build_tab(A1111Host()), "Train LoRA", "train_lora")]
+
+
+def on_ui_settings():
+    shared.opts.add_option(
+        "lora_trainer_allowed_roots",
+        shared.OptionInfo("", "Train LoRA: folders allowed when the WebUI is shared (--listen/--share); one per line",
+                          section=SETTINGS_SECTION),
+    )
