@@ -257,6 +257,9 @@ def test_train_from_the_tab_and_use_the_lora_at_once(webui, page, dataset):
 
 def test_interrupt_stops_training_with_a_resumable_state(webui, page, dataset):
     _open_tab(page, webui)
+    if (webui.root / "models" / "Lora" / "a1111_lora.safetensors").exists():  # after the first test: the page re-attaches
+        page.wait_for_function("() => document.querySelector('#train_lora_output_name input, #train_lora_output_name textarea')"
+                               ".value === 'a1111_lora'", timeout=60000)
     _fill_form(page, dataset, "a1111_interrupted", steps=500)
     page.locator("#train_lora_start").click()
     _wait_progress(page, ["step 1/", "step 2/", "step 3/"], seconds=900)
