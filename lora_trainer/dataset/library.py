@@ -384,6 +384,10 @@ class DatasetIndex:
         """Re-read the captions (of `indices`, or all) that changed on disk, e.g. after a
         conflict; their indices."""
         changed = self.changed_on_disk(indices)
-        for i in changed:
-            self._set(i, read_caption(self.captions[i].path))
+        self.reload(changed)
         return changed
+
+    def reload(self, indices: Iterable[int]) -> None:
+        """Re-read the given captions from disk, as they are now."""
+        for i in indices:
+            self._set(i, read_caption(self.captions[i].path))
