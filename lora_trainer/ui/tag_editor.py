@@ -39,32 +39,32 @@ class TagEditor:
             self.banner = gr.HTML(banner_html(0), elem_id="train_lora_tags_banner")
             with gr.Row(elem_id="train_lora_tags_toolbar"):
                 self.summary = gr.Markdown("", elem_id="train_lora_tags_summary")
-                self.open_button = gr.Button("Open / reload", size="sm", elem_id="train_lora_tags_open")
-                self.undo_button = gr.Button("↶ Undo", size="sm", interactive=False, elem_id="train_lora_tags_undo")
-                self.redo_button = gr.Button("↷ Redo", size="sm", interactive=False, elem_id="train_lora_tags_redo")
+                self.open_button = gr.Button("Open / reload", size="sm", elem_id="train_lora_tags_open", min_width=70)
+                self.undo_button = gr.Button("↶ Undo", size="sm", interactive=False, elem_id="train_lora_tags_undo", min_width=70)
+                self.redo_button = gr.Button("↷ Redo", size="sm", interactive=False, elem_id="train_lora_tags_redo", min_width=70)
                 self.backup = gr.Checkbox(False, label="Keep backups", elem_id="train_lora_tags_backup")
-                self.save_button = gr.Button("💾 Save", variant="primary", size="sm", elem_id="train_lora_tags_save")
+                self.save_button = gr.Button("Save", variant="primary", size="sm", elem_id="train_lora_tags_save", min_width=70)
             self.status = gr.Markdown("", elem_id="train_lora_tags_status")
             with gr.Row(visible=False, elem_id="train_lora_tags_confirm") as self.confirm_row:
                 self.confirm_text = gr.Markdown("", elem_id="train_lora_tags_confirm_text")
-                self.confirm_yes = gr.Button("Yes, go ahead", variant="stop", size="sm", elem_id="train_lora_tags_confirm_yes")
-                self.confirm_no = gr.Button("Cancel", size="sm", elem_id="train_lora_tags_confirm_no")
+                self.confirm_yes = gr.Button("Yes, go ahead", variant="stop", size="sm", elem_id="train_lora_tags_confirm_yes", min_width=70)
+                self.confirm_no = gr.Button("Cancel", size="sm", elem_id="train_lora_tags_confirm_no", min_width=70)
             with gr.Row(visible=False, elem_id="train_lora_tags_conflicts") as self.conflicts_row:
                 self.conflicts = gr.Markdown("", elem_id="train_lora_tags_conflicts_text")
-                self.keep_disk = gr.Button("Keep the disk version", size="sm", elem_id="train_lora_tags_keep_disk")
-                self.keep_mine = gr.Button("Overwrite with mine", variant="stop", size="sm", elem_id="train_lora_tags_keep_mine")
+                self.keep_disk = gr.Button("Keep the disk version", size="sm", elem_id="train_lora_tags_keep_disk", min_width=70)
+                self.keep_mine = gr.Button("Overwrite with mine", variant="stop", size="sm", elem_id="train_lora_tags_keep_mine", min_width=70)
             with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=260, elem_id="train_lora_tags_filter_column"):
+                with gr.Column(scale=1, min_width=240, elem_id="train_lora_tags_filter_column"):
                     self.filter = gr.Textbox(label="Filter (AND, OR, NOT, parentheses)", placeholder="1girl AND NOT (solo OR 1boy)",
                                              elem_id="train_lora_tags_filter")
                     with gr.Row():
-                        self.filter_apply = gr.Button("Apply filter", size="sm", elem_id="train_lora_tags_filter_apply")
-                        self.filter_clear = gr.Button("Show all", size="sm", elem_id="train_lora_tags_filter_clear")
+                        self.filter_apply = gr.Button("Apply filter", size="sm", elem_id="train_lora_tags_filter_apply", min_width=70)
+                        self.filter_clear = gr.Button("Show all", size="sm", elem_id="train_lora_tags_filter_clear", min_width=70)
                     self.picked = gr.Textbox(label="Picked tag (click a row below)", elem_id="train_lora_tags_picked")
                     with gr.Row():
-                        self.join_and = gr.Button("AND", size="sm", elem_id="train_lora_tags_and")
-                        self.join_or = gr.Button("OR", size="sm", elem_id="train_lora_tags_or")
-                        self.join_not = gr.Button("NOT", size="sm", elem_id="train_lora_tags_not")
+                        self.join_and = gr.Button("AND", size="sm", elem_id="train_lora_tags_and", min_width=70)
+                        self.join_or = gr.Button("OR", size="sm", elem_id="train_lora_tags_or", min_width=70)
+                        self.join_not = gr.Button("NOT", size="sm", elem_id="train_lora_tags_not", min_width=70)
                     with gr.Row():
                         self.search = gr.Textbox(label="Search tags", elem_id="train_lora_tags_search", scale=2)
                         self.sort = gr.Radio(["count", "name"], value="count", label="Sort by", elem_id="train_lora_tags_sort", scale=1)
@@ -79,30 +79,30 @@ class TagEditor:
                         self.page_size = gr.Dropdown(PAGE_SIZES, value=str(DEFAULT_PAGE_SIZE), label="Per page",
                                                      elem_id="train_lora_tags_page_size", min_width=90)
                         self.page_label = gr.Markdown("", elem_id="train_lora_tags_page_label")
-                    self.gallery = gr.Gallery(label="Images (click one to edit it)", columns=6, height=640,
+                    self.gallery = gr.Gallery(label="Images (click one to edit it)", columns=5, height=600,
                                               allow_preview=False, object_fit="contain", elem_id="train_lora_tags_gallery",
                                               **gallery_kwargs())
                     with gr.Accordion("Batch edit the shown images", open=True, elem_id="train_lora_tags_batch"):
                         with gr.Row():
                             self.batch_tags = gr.Textbox(label="Tags (comma-separated)", elem_id="train_lora_tags_batch_tags", scale=3)
-                            self.batch_add = gr.Button("Add at end", size="sm", elem_id="train_lora_tags_batch_add")
-                            self.batch_add_front = gr.Button("Add at front", size="sm", elem_id="train_lora_tags_batch_add_front")
-                            self.batch_remove = gr.Button("Remove", size="sm", elem_id="train_lora_tags_batch_remove")
-                            self.batch_move = gr.Button("Move to front", size="sm", elem_id="train_lora_tags_batch_move_front")
+                            self.batch_add = gr.Button("Add at end", size="sm", elem_id="train_lora_tags_batch_add", min_width=70)
+                            self.batch_add_front = gr.Button("Add at front", size="sm", elem_id="train_lora_tags_batch_add_front", min_width=70)
+                            self.batch_remove = gr.Button("Remove", size="sm", elem_id="train_lora_tags_batch_remove", min_width=70)
+                            self.batch_move = gr.Button("Move to front", size="sm", elem_id="train_lora_tags_batch_move_front", min_width=70)
                         with gr.Row():
                             self.find = gr.Textbox(label="Find tag", elem_id="train_lora_tags_find", scale=2)
                             self.replace_with = gr.Textbox(label="Replace with (empty removes)", elem_id="train_lora_tags_replace_with", scale=2)
                             self.regex = gr.Checkbox(False, label="Regex", elem_id="train_lora_tags_regex")
-                            self.batch_replace = gr.Button("Replace", size="sm", elem_id="train_lora_tags_batch_replace")
+                            self.batch_replace = gr.Button("Replace", size="sm", elem_id="train_lora_tags_batch_replace", min_width=70)
                         with gr.Row():
-                            self.batch_dedupe = gr.Button("Remove duplicate tags", size="sm", elem_id="train_lora_tags_batch_dedupe")
+                            self.batch_dedupe = gr.Button("Remove duplicate tags", size="sm", elem_id="train_lora_tags_batch_dedupe", min_width=70)
                             self.sort_by = gr.Radio(["name", "frequency"], value="name", label="Sort tags by",
                                                     elem_id="train_lora_tags_sort_by")
                             self.keep = gr.Number(1, precision=0, label="Keep first N in place", elem_id="train_lora_tags_keep")
-                            self.batch_sort = gr.Button("Sort tags", size="sm", elem_id="train_lora_tags_batch_sort")
+                            self.batch_sort = gr.Button("Sort tags", size="sm", elem_id="train_lora_tags_batch_sort", min_width=70)
                         with gr.Row():
                             self.trigger = gr.Textbox(label="Trigger word", elem_id="train_lora_tags_trigger", scale=3)
-                            self.trigger_add = gr.Button("Add to all (first tag)", size="sm", elem_id="train_lora_tags_trigger_add")
+                            self.trigger_add = gr.Button("Add to all (first tag)", size="sm", elem_id="train_lora_tags_trigger_add", min_width=70)
                     with gr.Accordion("Auto-tag", open=False, elem_id="train_lora_tags_autotag"):
                         if can_autotag:
                             gr.Markdown("Uses the WebUI's interrogators (downloaded on first use). Results are merged as one "
@@ -126,32 +126,32 @@ class TagEditor:
                                                     interactive=can_autotag, elem_id="train_lora_tags_autotag_blacklist")
                         with gr.Row():
                             self.autotag_run = gr.Button("Auto-tag", variant="primary", size="sm", interactive=can_autotag,
-                                                         elem_id="train_lora_tags_autotag_run")
+                                                         elem_id="train_lora_tags_autotag_run", min_width=70)
                             self.autotag_stop = gr.Button("Stop", size="sm", interactive=can_autotag,
-                                                          elem_id="train_lora_tags_autotag_stop")
+                                                          elem_id="train_lora_tags_autotag_stop", min_width=70)
                     with gr.Accordion("Problems", open=False, elem_id="train_lora_tags_problems_box"):
                         self.problems = gr.Markdown("Open a dataset to see its problems.", elem_id="train_lora_tags_problems")
-                        self.check_images = gr.Button("Check all images", size="sm", elem_id="train_lora_tags_check_images")
+                        self.check_images = gr.Button("Check all images", size="sm", elem_id="train_lora_tags_check_images", min_width=70)
                 with gr.Column(scale=2, min_width=320, elem_id="train_lora_tags_image_column"):
                     self.image = gr.Image(label="Selected image", type="pil", interactive=False, height=420,
                                           elem_id="train_lora_tags_image")
                     self.image_title = gr.Markdown("Click an image in the gallery.", elem_id="train_lora_tags_image_title")
                     with gr.Row():
-                        self.image_prev = gr.Button("◀ Previous", size="sm", elem_id="train_lora_tags_image_prev")
-                        self.image_next = gr.Button("Next ▶", size="sm", elem_id="train_lora_tags_image_next")
+                        self.image_prev = gr.Button("◀ Previous", size="sm", elem_id="train_lora_tags_image_prev", min_width=70)
+                        self.image_next = gr.Button("Next ▶", size="sm", elem_id="train_lora_tags_image_next", min_width=70)
                     self.tokens = gr.HTML("", elem_id="train_lora_tags_tokens")
                     self.image_tags = gr.Radio([], label="Tags (click one, then move or remove it)", elem_id="train_lora_tags_image_tags")
                     with gr.Row():
                         self.tag_up = gr.Button("↑", size="sm", elem_id="train_lora_tags_tag_up", min_width=40)
                         self.tag_down = gr.Button("↓", size="sm", elem_id="train_lora_tags_tag_down", min_width=40)
-                        self.tag_front = gr.Button("To front", size="sm", elem_id="train_lora_tags_tag_front")
-                        self.tag_remove = gr.Button("Remove", size="sm", elem_id="train_lora_tags_tag_remove")
+                        self.tag_front = gr.Button("To front", size="sm", elem_id="train_lora_tags_tag_front", min_width=70)
+                        self.tag_remove = gr.Button("Remove", size="sm", elem_id="train_lora_tags_tag_remove", min_width=70)
                     with gr.Row():
                         self.new_tag = gr.Textbox(label="Add tag(s)", elem_id="train_lora_tags_new_tag", scale=3)
-                        self.new_tag_add = gr.Button("Add", size="sm", elem_id="train_lora_tags_new_tag_add")
-                        self.new_tag_front = gr.Button("Add at front", size="sm", elem_id="train_lora_tags_new_tag_front")
+                        self.new_tag_add = gr.Button("Add", size="sm", elem_id="train_lora_tags_new_tag_add", min_width=70)
+                        self.new_tag_front = gr.Button("Add at front", size="sm", elem_id="train_lora_tags_new_tag_front", min_width=70)
                     self.caption = gr.Textbox(label="Caption text", lines=4, elem_id="train_lora_tags_caption")
-                    self.caption_apply = gr.Button("Apply text", size="sm", elem_id="train_lora_tags_caption_apply")
+                    self.caption_apply = gr.Button("Apply text", size="sm", elem_id="train_lora_tags_caption_apply", min_width=70)
         self.outputs = [self.view, self.banner, self.status, self.gallery, self.page, self.page_label, self.frequency,
                         self.image, self.image_title, self.image_tags, self.caption, self.tokens,
                         self.conflicts, self.conflicts_row, self.confirm_row, self.confirm_text, self.confirm_kind,
@@ -204,6 +204,7 @@ class TagEditor:
         else:
             def handler(*values):
                 return render(fn(*values))
+        kwargs.setdefault("show_progress", "minimal")  # every action updates many parts: no overlay on each
         event(handler, inputs=inputs, outputs=self.outputs, **kwargs)
 
     # --- events ----------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class TagEditor:
             index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             return self._render(c.select(view, index))
 
-        self.gallery.select(select, inputs=[v], outputs=self.outputs)
+        self.gallery.select(select, inputs=[v], outputs=self.outputs, show_progress="minimal")
         self._on(self.image_prev.click, lambda view: c.step_selection(view, -1), [v])
         self._on(self.image_next.click, lambda view: c.step_selection(view, 1), [v])
 

@@ -359,11 +359,12 @@ class TagEditorController:
         the model's); a host may offer its own through `caption_tokenizer()`. None if unavailable."""
         if self._tokenizer_thread is not None:
             self._tokenizer_thread.join()
-        if self._tokenizer is None and self._tokenizer_error is None:
+        if self._tokenizer is None:  # not loaded, or failed (e.g. raced another thread's first import): try now
             self._load_tokenizer()
         return self._tokenizer
 
     def _load_tokenizer(self) -> None:
+        self._tokenizer_error = None
         try:
             custom = getattr(self.host, "caption_tokenizer", None)
             if custom is not None:
@@ -378,7 +379,7 @@ class TagEditorController:
 
     def _warm_tokenizer(self) -> None:
         """Load the tokenizer in the background while the first page is looked at."""
-        if self._tokenizer is None and self._tokenizer_error is None and self._tokenizer_thread is None:
+        if self._tokenizer is None and self._tokenizer_thread is None:
             def load():
                 self._load_tokenizer()
 
