@@ -16,6 +16,8 @@ from lora_trainer.ui.tag_editor_controller import TagEditorController, View
 
 from dataset.files import png, snapshot  # tests/ is on sys.path (rootdir-relative packages)
 
+pytestmark = pytest.mark.both_profiles
+
 
 def dataset(root: Path, captions: dict, folder: str = "10_char") -> Path:
     """Real PNGs with the given caption bytes (None: no caption file)."""
