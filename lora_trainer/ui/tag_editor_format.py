@@ -75,6 +75,8 @@ def problems_markdown(scan_notes: Sequence[str], non_utf8: Sequence[str], unread
     def section(title: str, items: Sequence[str]) -> None:
         if not items:
             return
+        if lines:
+            lines.append("")
         lines.append(f"**{title}** ({len(items)})")
         lines.extend(f"- {html.escape(item)}" for item in list(items)[:limit])
         if len(items) > limit:
