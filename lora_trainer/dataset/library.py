@@ -84,10 +84,6 @@ def read_captions(entries: Sequence[ImageEntry]) -> List[Caption]:
     return _in_parallel(lambda entry: read_caption(entry.caption), list(entries))
 
 
-def _keys(tags: Sequence[str]) -> FrozenSet[str]:
-    return frozenset(map(T.normalized_key, tags))
-
-
 class DatasetIndex:
     """All images and captions of one dataset folder, in memory."""
 
@@ -98,7 +94,7 @@ class DatasetIndex:
         self.problems: List[str] = scanned.problems
         self.captions: List[Caption] = captions
         self.tags: List[List[str]] = [T.parse_tags(c.text) for c in captions]
-        self.keys: List[FrozenSet[str]] = [_keys(t) for t in self.tags]
+        self.keys: List[FrozenSet[str]] = [T.tag_keys(t) for t in self.tags]
         self.state_dir = self.root / STATE_FOLDER
         self.history = History(self.state_dir, self.root, history_limit)
         self.backup = backup  # keep a copy of every caption before it is rewritten
@@ -282,7 +278,7 @@ class DatasetIndex:
     def _set(self, index: int, caption: Caption) -> None:
         self.captions[index] = caption
         self.tags[index] = T.parse_tags(caption.text)
-        self.keys[index] = _keys(self.tags[index])
+        self.keys[index] = T.tag_keys(self.tags[index])
         self._frequency = None
 
     def add(self, tag: Union[str, Sequence[str]], position: Union[str, int] = "back",

@@ -46,10 +46,6 @@ class Step:
     changes: List[Tuple[int, State, State]] = field(default_factory=list)  # (index, before, after)
 
 
-def _keys(tags: Sequence[str]) -> FrozenSet[str]:
-    return frozenset(map(T.normalized_key, tags))
-
-
 class EditSession:
     """The working captions of one dataset: edit in memory, undo/redo, save what changed."""
 
@@ -136,7 +132,7 @@ class EditSession:
             else:
                 self.explicit.discard(i)
             self.tags[i] = list(state.tags)
-            self.keys[i] = _keys(self.tags[i])
+            self.keys[i] = T.tag_keys(self.tags[i])
         new_keys = self.keys[i]
         if new_keys is not old_keys and new_keys != old_keys:
             frequency = self._frequency

@@ -6,10 +6,19 @@ least recently viewed go first). Entries are keyed by the image's size and mtime
 image replaced on disk gets a fresh thumbnail. An image that cannot be decoded gets no
 thumbnail but a problem message, remembered like a thumbnail (and listed by `problems`),
 so a bad file costs one failed decode, not one per page view.
+
+A thumbnail is kept as JPEG bytes (a few KB), and also as a small file in the cache's own
+temporary folder, removed when it leaves the cache: a web page is sent that file as it
+is, where handing over a picture object would have it encoded again on every page view.
 """
 
+import hashlib
+import io
 import os
+import shutil
+import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,17 +31,28 @@ DEFAULT_SIZE = 200  # pixels on the longer side
 DEFAULT_MAX_BYTES = 96 * 1024 * 1024
 
 
+JPEG_QUALITY = 85
+
+
 @dataclass(frozen=True)
 class Thumbnail:
-    image: Optional[object]  # a PIL RGB image; None when the file cannot be shown
+    data: Optional[bytes]  # JPEG; None when the file cannot be shown
+    size: Optional[Tuple[int, int]] = None  # (width, height) of the thumbnail
     problem: Optional[str] = None
+    path: Optional[Path] = None  # the JPEG as a file (while the thumbnail is cached)
+
+    @property
+    def image(self):
+        """The thumbnail as a PIL image (decoded from its bytes), or None."""
+        if self.data is None:
+            return None
+        from PIL import Image
+
+        return Image.open(io.BytesIO(self.data))
 
     @property
     def nbytes(self) -> int:
-        if self.image is None:
-            return 64
-        width, height = self.image.size
-        return width * height * 3
+        return 256 + (len(self.data) if self.data else 0)
 
 
 def _key(path: Path) -> Tuple[str, Optional[int], Optional[int]]:
@@ -48,8 +68,12 @@ class ThumbnailCache:
     several threads (gradio handlers and the background prefetch)."""
 
     def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = DEFAULT_MAX_BYTES, workers: int = 2,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, folder: Optional[Path] = None):
         self.size = int(size)
+        if folder is None:  # our own temporary folder, removed with the cache (or at exit)
+            folder = Path(tempfile.mkdtemp(prefix="lora_trainer_thumbs_"))
+            weakref.finalize(self, shutil.rmtree, str(folder), True)
+        self.folder = Path(folder)
         self.max_bytes = int(max_bytes)
         self.workers = max(1, int(workers))
         self.max_pixels = max_pixels
@@ -79,8 +103,33 @@ class ThumbnailCache:
         try:
             image = open_preview(path, self.size, max_pixels=self.max_pixels)
         except ImageProblem as exc:
-            return Thumbnail(None, str(exc))
-        return Thumbnail(image)
+            return Thumbnail(None, problem=str(exc))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+        return Thumbnail(buffer.getvalue(), image.size)
+
+    def _file(self, key, thumbnail: Thumbnail) -> Thumbnail:
+        """The thumbnail with its bytes also written as a file in the cache's folder."""
+        if thumbnail.data is None:
+            return thumbnail
+        name = hashlib.blake2b(repr(key).encode("utf-8"), digest_size=12).hexdigest() + ".jpg"
+        target = self.folder / name
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temp = target.with_suffix(f".{threading.get_ident()}.tmp")
+            temp.write_bytes(thumbnail.data)
+            os.replace(temp, target)
+        except OSError:
+            return thumbnail  # no file (a full temp disk): callers fall back to the bytes
+        return Thumbnail(thumbnail.data, thumbnail.size, thumbnail.problem, target)
+
+    @staticmethod
+    def _unlink(thumbnail: Thumbnail) -> None:
+        if thumbnail.path is not None:
+            try:
+                os.unlink(thumbnail.path)
+            except OSError:
+                pass
 
     def _lookup(self, key) -> Optional[Thumbnail]:
         with self._lock:
@@ -89,7 +138,8 @@ class ThumbnailCache:
                 self._items.move_to_end(key)
             return hit
 
-    def _store(self, key, thumbnail: Thumbnail) -> None:
+    def _store(self, key, thumbnail: Thumbnail) -> Thumbnail:
+        thumbnail = self._file(key, thumbnail)
         with self._lock:
             self.made += 1
             if thumbnail.problem:
@@ -99,11 +149,15 @@ class ThumbnailCache:
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
+                if old.path != thumbnail.path:
+                    self._unlink(old)
             self._items[key] = thumbnail
             self._bytes += thumbnail.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
+                self._unlink(dropped)
+        return thumbnail
 
     def get(self, path: Path) -> Thumbnail:
         return self.get_many([path])[0]
@@ -124,8 +178,7 @@ class ThumbnailCache:
                 with ThreadPoolExecutor(max_workers=min(self.workers, len(missing))) as pool:
                     made = list(pool.map(make, missing))
             for n, thumbnail in zip(missing, made):
-                self._store(keys[n], thumbnail)
-                found[n] = thumbnail
+                found[n] = self._store(keys[n], thumbnail)
         return found  # type: ignore[return-value]
 
     def prefetch(self, paths: Sequence[Path]) -> None:
@@ -172,6 +225,8 @@ class ThumbnailCache:
 
     def clear(self) -> None:
         with self._lock:
+            for thumbnail in self._items.values():
+                self._unlink(thumbnail)
             self._items.clear()
             self._bytes = 0
             self._problems.clear()

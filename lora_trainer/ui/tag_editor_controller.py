@@ -283,15 +283,33 @@ class TagEditorController:
         for i, thumb in zip(on_page, thumbs):
             name = session.index.entries[i].image.name
             mark = "● " if session.is_unsaved(i) else ""
-            if thumb.image is None:
-                items.append((_placeholder(self.thumbnails.size), f"⚠ {name}: cannot be read"))
-            else:
-                items.append((thumb.image, f"{mark}{name}"))
+            if thumb.data is None:
+                items.append((self._placeholder(), f"⚠ {name}: cannot be read"))
+            else:  # the thumbnail's file goes out as it is (a picture object would be re-encoded each time)
+                items.append((str(thumb.path) if thumb.path else thumb.image, f"{mark}{name}"))
         start = (view.page + 1) * view.page_size
         following = view.indices[start:start + view.page_size]
         if following:
             self.thumbnails.prefetch([session.index.entries[i].image for i in following])
         return items
+
+    def _placeholder(self):
+        """A grey tile with a cross, for an image that cannot be read (a file, sent as it is)."""
+        path = self.thumbnails.folder / "unreadable.png"
+        if not path.is_file():
+            from PIL import Image, ImageDraw
+
+            size = self.thumbnails.size
+            tile = Image.new("RGB", (size, size), (200, 200, 200))
+            draw = ImageDraw.Draw(tile)
+            for line in ((size // 4, size // 4, 3 * size // 4, 3 * size // 4), (3 * size // 4, size // 4, size // 4, 3 * size // 4)):
+                draw.line(line, fill=(160, 30, 30), width=max(2, size // 20))
+            try:
+                self.thumbnails.folder.mkdir(parents=True, exist_ok=True)
+                tile.save(path)
+            except OSError:
+                return tile
+        return str(path)
 
     # --- the selected image ------------------------------------------------------------------
 
@@ -704,22 +722,6 @@ class TagEditorController:
         if problems:
             screen.problems = self.problems()
         return screen
-
-
-_PLACEHOLDERS: Dict[int, object] = {}
-
-
-def _placeholder(size: int):
-    """A grey tile with a cross for an image that cannot be read."""
-    if size not in _PLACEHOLDERS:
-        from PIL import Image, ImageDraw
-
-        tile = Image.new("RGB", (size, size), (200, 200, 200))
-        draw = ImageDraw.Draw(tile)
-        draw.line((size // 4, size // 4, 3 * size // 4, 3 * size // 4), fill=(160, 30, 30), width=max(2, size // 20))
-        draw.line((3 * size // 4, size // 4, size // 4, 3 * size // 4), fill=(160, 30, 30), width=max(2, size // 20))
-        _PLACEHOLDERS[size] = tile
-    return _PLACEHOLDERS[size]
 
 
 def _choice_position(choice: Optional[str]) -> Optional[int]:
