@@ -36,7 +36,7 @@ def _tag_list(tags: Union[str, Sequence[str]], what: str) -> List[str]:
     items = T.parse_tags(tags) if isinstance(tags, str) else [t for t in (T.normalize_tag(x) for x in tags) if t]
     if not items:
         raise DatasetError(f"the tag to {what} is empty: give the tag text")
-    return items
+    return T.dedupe(items)
 
 
 def add(tags: Union[str, Sequence[str]], position: Union[str, int] = "back") -> EditSpec:
@@ -47,6 +47,8 @@ def add(tags: Union[str, Sequence[str]], position: Union[str, int] = "back") -> 
     label = ", ".join(new)
 
     def change(current: List[str], keys: Keys) -> List[str]:
+        if position in ("front", "back") and keys.isdisjoint(new_keys):  # none there yet: the common case
+            return new + list(current) if position == "front" else list(current) + new
         out = current
         if position == "front":
             for tag, key in zip(reversed(new), reversed(new_keys)):
