@@ -318,33 +318,57 @@ class DatasetIndex:
         self._write(report, planned, report.action)
         return report
 
-    # --- undo ------------------------------------------------------------------------------
+    # --- undo / redo -------------------------------------------------------------------------
 
     def undo(self) -> EditReport:
-        """Undo the newest step: restore each caption that still holds what that step wrote."""
+        """Undo the newest step: restore each caption that still holds what that step wrote.
+        The step is kept for `redo()` until the next edit."""
         step = self.history.last()
         if step is None:
             raise DatasetError(f"nothing to undo in {self.root}: no edits are recorded there")
-        report = EditReport(f"undo {step.description!r}")
+        report = self._replay(step, f"undo {step.description!r}", backwards=True)
+        self.history.shelve(step)
+        self._before.pop(step.number, None)
+        return report
+
+    def redo(self) -> EditReport:
+        """Do again the step `undo()` last undid: rewrite each caption that still holds what
+        the undo put back (anything changed since is reported, never overwritten)."""
+        step = self.history.last_undone()
+        if step is None:
+            raise DatasetError(f"nothing to redo in {self.root}: no undone edit is recorded there "
+                               f"(a new edit after an undo ends what can be redone)")
+        report = self._replay(step, f"redo {step.description!r}", backwards=False)
+        self.history.unshelve(step)
+        return report
+
+    def _replay(self, step, action: str, backwards: bool) -> EditReport:
+        """Write one side of a step (`before` when undoing, `after` when redoing) to each caption
+        that holds the other side; the rest are conflicts."""
+        report = EditReport(action)
         by_path = {os.fspath(e.caption): i for i, e in enumerate(self.entries)}
-        remembered = self._before.get(step.number, {})
+        remembered = self._before.get(step.number, {}) if backwards else {}
+
+        def sides(change: Change):
+            return (change.after, change.before) if backwards else (change.before, change.after)
 
         def restore(change: Change):
+            expected, wanted = sides(change)
             position = by_path.get(os.fspath(change.path))
             loaded = self.captions[position] if position is not None else None
             if loaded is not None and loaded.error is None and unchanged_on_disk(loaded):
                 current = loaded  # what is on disk is what this index holds: no need to read it again
             else:
                 current = read_caption(Path(change.path))
-            holds_after = (current.exists and current.raw == change.after) if change.after is not None else not current.exists
-            if current.error or not holds_after:
+            holds = (current.exists and current.raw == expected) if expected is not None else not current.exists
+            if current.error or not holds:
                 return None  # changed since: a conflict
             try:
-                if change.before is None:
+                if wanted is None:
                     os.unlink(change.path)
                     return Caption(current.path, False)
-                stat = atomic_write(link_target(change.path), change.before, mode=current.mode)
-                return decode_caption(current.path, change.before, (stat.st_size, stat.st_mtime_ns), current.mode)
+                stat = atomic_write(link_target(change.path), wanted, mode=current.mode if current.exists else 0o644)
+                return decode_caption(current.path, wanted, (stat.st_size, stat.st_mtime_ns), stat.st_mode & 0o7777)
             except OSError as exc:
                 return exc
 
@@ -366,8 +390,6 @@ class DatasetIndex:
                 self._frequency = None
             else:
                 self._set(position, restored)
-        self.history.drop(step)
-        self._before.pop(step.number, None)
         return report
 
     def changed_on_disk(self, indices: Optional[Iterable[int]] = None) -> List[int]:
