@@ -170,7 +170,17 @@ def test_per_image_edit_problems_panel_and_leave_warning(editor):
     assert "truncated" in problems and "zz_latin.txt" in problems and "not valid UTF-8" in problems
     assert "cannot be read" in page.locator("#train_lora_tags_gallery").inner_text()
 
-    page.locator("#train_lora_tags_gallery img").nth(1).click()
+    _fill(page, "train_lora_tags_search", "plai")  # the tag list narrows as one types
+    _wait_for(page, "() => document.querySelector('#train_lora_tags_frequency').innerText.includes('plain')"
+                    " && !document.querySelector('#train_lora_tags_frequency').innerText.includes('tinychar')", "the search")
+    page.locator("#train_lora_tags_frequency").get_by_text("plain", exact=True).last.click()  # gradio 4 draws the table twice
+    _wait_for(page, "() => document.querySelector('#train_lora_tags_picked textarea, #train_lora_tags_picked input').value === 'plain'",
+              "the picked tag")
+    page.locator("#train_lora_tags_and").click()
+    _wait_text(page, "train_lora_tags_page_label", "20 image(s) shown")
+    assert page.locator("#train_lora_tags_filter textarea, #train_lora_tags_filter input").first.input_value() == "plain"
+
+    page.locator("#train_lora_tags_gallery img").first.click()
     _wait_text(page, "train_lora_tags_image_title", "img01.png")
     _wait_text(page, "train_lora_tags_tokens", "/ 75 tokens")
     page.locator("#train_lora_tags_image_tags label", has_text="3 · red").first.click()
