@@ -7,9 +7,6 @@ from typing import Callable, List, Optional, Sequence
 from lora_trainer.errors import UserError
 from lora_trainer.training.events import EventBus
 
-AUTOTAG_NEEDS_WEBUI = ("Auto-tagging uses the WebUI's own interrogators (DeepDanbooru tags, BLIP captions), so it works "
-                       "when this tab runs inside AUTOMATIC1111. Here, tag by hand or in batches above; or open the "
-                       "dataset in the WebUI's Train LoRA tab to auto-tag it.")
 
 
 def default_user_data_dir() -> Path:
@@ -84,4 +81,4 @@ class StandaloneHost:
         pass
 
     def autotag(self, images: Sequence[Path], method: str, progress=None, should_stop=None) -> list:
-        raise UserError(AUTOTAG_NEEDS_WEBUI)
+        raise UserError("auto-tagging uses the WebUI's interrogators (DeepDanbooru, BLIP): run the tab inside AUTOMATIC1111")

@@ -5,6 +5,7 @@ parts become "no change", so an action re-sends only what it changed). Runs on g
 (A1111) and 4.x (Forge, standalone); version differences stay in `compat`.
 """
 
+import inspect
 from typing import Callable, List, Optional
 
 import gradio as gr
@@ -12,7 +13,7 @@ import gradio as gr
 from lora_trainer.dataset.autotag import MODE_LABELS
 from lora_trainer.ui.compat import gallery_kwargs
 from lora_trainer.ui.tag_editor_controller import DEFAULT_PAGE_SIZE, METHODS, Screen, TagEditorController, View
-from lora_trainer.ui.tag_editor_format import banner_html
+from lora_trainer.ui.tag_editor_format import AUTOTAG_NEEDS_WEBUI, banner_html
 
 PAGE_SIZES = ["24", "48", "96", "200"]
 TARGET_LABELS = {"selected image": "selected", "shown (filtered) images": "shown", "untagged images": "untagged"}
@@ -109,8 +110,6 @@ class TagEditor:
                                         "step: Undo takes them back, nothing is written until Save. Runs under the WebUI's "
                                         "GPU lock, never while a LoRA trains.", elem_id="train_lora_tags_autotag_note")
                         else:
-                            from lora_trainer.host.standalone import AUTOTAG_NEEDS_WEBUI
-
                             gr.Markdown(f"**{AUTOTAG_NEEDS_WEBUI}**", elem_id="train_lora_tags_autotag_note")
                         with gr.Row():
                             self.method = gr.Radio(list(METHOD_CHOICES), value="DeepDanbooru", label="Interrogator",
@@ -195,8 +194,6 @@ class TagEditor:
     def _on(self, event, fn, inputs: List, **kwargs) -> None:
         """Wire `event` to `fn(*inputs) -> Screen` (or a generator of them) with the standard outputs."""
         render = self._render
-        import inspect
-
         if inspect.isgeneratorfunction(fn):
             def handler(*values):
                 for screen in fn(*values):

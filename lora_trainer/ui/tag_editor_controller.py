@@ -25,7 +25,8 @@ from lora_trainer.dataset.library import EditReport
 from lora_trainer.dataset.session import EditSession
 from lora_trainer.dataset.thumbnails import ThumbnailCache
 from lora_trainer.errors import UserError
-from lora_trainer.ui.tag_editor_format import banner_html, combine_filter, problems_markdown, tokens_html
+from lora_trainer.ui.tag_editor_format import (AUTOTAG_NEEDS_WEBUI, banner_html, combine_filter, problems_markdown,
+                                              tokens_html)
 
 DEFAULT_PAGE_SIZE = 48
 MAX_PAGE_SIZE = 400
@@ -107,6 +108,7 @@ class TagEditorController:
         self.serial = 0  # which opened dataset a View's indices belong to
         self.thumbnails = ThumbnailCache(size=thumbnail_size)
         self.checked_images = False
+        self._checked_problems: Dict[str, str] = {}  # image -> why, from "Check all images"
         self._lock = threading.RLock()
         self._tokenizer = None
         self._tokenizer_error: Optional[str] = None
@@ -139,7 +141,7 @@ class TagEditorController:
             self.session, self.folder = session, path
             self.serial += 1
             self.thumbnails.clear()
-            self.checked_images = False
+            self.checked_images, self._checked_problems = False, {}
         self._warm_tokenizer()
         view = View(page_size=view.page_size, search=view.search, sort=view.sort)
         self._refilter(view)
@@ -539,7 +541,8 @@ class TagEditorController:
             except UserError as exc:
                 return self._screen(view, status=f"**Nothing saved:** {html.escape(str(exc))}")
         where = f" (backups in `{self.session.index.state_dir / 'backups'}`)" if backup and report.changed else ""
-        return self._screen(view, status=f"Saved {len(report.changed):,} caption file(s){where}.  \n" + _report_text(report),
+        issues = _report_text(report).split("  \n")[1:]  # past the counts: what was not written, and why
+        return self._screen(view, status="  \n".join([f"Saved {len(report.changed):,} caption file(s){where}."] + issues),
                             gallery=True, detail=True, conflicts=None)
 
     def resolve(self, view: View, keep: str, backup: bool = False) -> Screen:
@@ -572,7 +575,7 @@ class TagEditorController:
         index = session.index
         return problems_markdown(index.problems, [index.relative(i, caption=True) for i in index.non_utf8_captions()],
                                  [index.captions[i].error or "" for i in index.unreadable_captions()],
-                                 self.thumbnails.problems() | getattr(self, "_checked_problems", {}), self.checked_images)
+                                 {**self.thumbnails.problems(), **self._checked_problems}, self.checked_images)
 
     def check_images(self, view: View) -> Screen:
         """Decode every image once (cached by size and mtime, so a second check only stats)."""
@@ -605,8 +608,6 @@ class TagEditorController:
         """Run the host's interrogator over the chosen images and merge its tags (one undo step,
         unsaved until Save). Yields progress. Overwrite asks first; refused while training."""
         if not getattr(self.host, "can_autotag", False):
-            from lora_trainer.host.standalone import AUTOTAG_NEEDS_WEBUI
-
             yield self._screen(view, status=AUTOTAG_NEEDS_WEBUI)
             return
         if self.session is None:

@@ -8,6 +8,9 @@ import html
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+AUTOTAG_NEEDS_WEBUI = ("Auto-tagging uses the WebUI's own interrogators (DeepDanbooru tags, BLIP captions), so it works "
+                       "when this tab runs inside AUTOMATIC1111. Here, tag by hand or in batches; or open the "
+                       "dataset in the WebUI's Train LoRA tab to auto-tag it.")
 CHUNK = 75  # tokens per CLIP window; captions are trained in up to 3 windows (75 / 150 / 225)
 MAX_TOKENS = 3 * CHUNK
 

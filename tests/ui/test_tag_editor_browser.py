@@ -169,6 +169,9 @@ def test_per_image_edit_problems_panel_and_leave_warning(editor):
     problems = _text(page, "train_lora_tags_problems")
     assert "truncated" in problems and "zz_latin.txt" in problems and "not valid UTF-8" in problems
     assert "cannot be read" in page.locator("#train_lora_tags_gallery").inner_text()
+    page.locator("#train_lora_tags_autotag").get_by_text("Auto-tag").first.click()  # standalone: explained, disabled
+    _wait_text(page, "train_lora_tags_autotag_note", "inside AUTOMATIC1111")
+    assert page.locator("#train_lora_tags_autotag_run").is_disabled()
 
     _fill(page, "train_lora_tags_search", "plai")  # the tag list narrows as one types
     _wait_for(page, "() => document.querySelector('#train_lora_tags_frequency').innerText.includes('plain')"
