@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from lora_trainer.dataset import autotag as A
+from lora_trainer.dataset import edits
 from lora_trainer.dataset import tags as T
 from lora_trainer.dataset.images import ImageProblem, open_preview
 from lora_trainer.dataset.library import EditReport
@@ -150,8 +151,10 @@ class TagEditorController:
         if session.index.non_utf8_captions() or session.index.unreadable_captions():
             notes.append("some captions cannot be edited in batches: see Problems")
         status = f"Opened {len(session):,} images in {elapsed:.1f} s." + (f" Note: {'; '.join(notes)}." if notes else "")
-        return self._screen(view, status=status, gallery=True, frequency=True, clear_detail=True, confirm="",
-                            problems=True, conflicts="")
+        screen = self._screen(view, status=status, gallery=True, frequency=True, clear_detail=True, confirm="",
+                              problems=True, conflicts="")
+        screen.expression = ""  # a freshly opened dataset shows every image
+        return screen
 
     def show(self, view: View, folder: str, caption_extension: str = ".txt") -> Screen:
         """The Tags tab comes into view (or the page loads): open the Dataset tab's folder if
@@ -400,10 +403,7 @@ class TagEditorController:
     def _warm_tokenizer(self) -> None:
         """Load the tokenizer in the background while the first page is looked at."""
         if self._tokenizer is None and self._tokenizer_thread is None:
-            def load():
-                self._load_tokenizer()
-
-            self._tokenizer_thread = threading.Thread(target=load, name="lora-trainer-tokenizer", daemon=True)
+            self._tokenizer_thread = threading.Thread(target=self._load_tokenizer, name="lora-trainer-tokenizer", daemon=True)
             self._tokenizer_thread.start()
 
     def _selected(self, view: View) -> Optional[int]:
@@ -431,8 +431,6 @@ class TagEditorController:
             return self._screen(view, status="Type the tag to add first.")
 
         def add(i: int) -> EditReport:
-            from lora_trainer.dataset import edits
-
             new = edits.add(tag, "front" if front else "back").apply(list(self.session.tags[i]), self.session.keys[i])
             return self.session.set_tags(i, new, f"add {tag.strip()!r} to {self.session.index.entries[i].image.name}")
 
