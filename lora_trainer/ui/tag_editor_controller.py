@@ -31,7 +31,7 @@ from lora_trainer.ui.tag_editor_format import (AUTOTAG_NEEDS_WEBUI, banner_html,
 
 DEFAULT_PAGE_SIZE = 48
 MAX_PAGE_SIZE = 400
-TAG_ROWS = 300  # rows of the tag list shown at once (search narrows it)
+TAG_ROWS = 120  # rows of the tag list sent at once (the search narrows it; a longer table only slows the page)
 PREVIEW_SIDE = 1024  # the selected image, large
 TARGETS = ("selected", "shown", "untagged")
 METHODS = {"deepdanbooru": "DeepDanbooru", "blip": "BLIP"}
