@@ -28,4 +28,25 @@
         if (typeof updateInput === "function") updateInput(box);
         if (typeof switch_to_txt2img === "function") switch_to_txt2img();
     };
+
+    // A new LoRA file appeared in the tab: refresh the Lora cards of txt2img and img2img so the
+    // card shows without a restart (the WebUI's hidden refresh buttons; absent when standalone).
+    var lastOutput = null;
+    function refreshLoraCards() {
+        var box = app().querySelector("#train_lora_output textarea");
+        if (!box) return;
+        var value = box.value || "";
+        if (lastOutput === null) {
+            lastOutput = value;
+            return;
+        }
+        if (value === lastOutput) return;
+        lastOutput = value;
+        if (!value) return;
+        ["txt2img", "img2img"].forEach(function (tab) {
+            var button = app().querySelector("#" + tab + "_lora_extra_refresh_internal");
+            if (button) button.click();
+        });
+    }
+    setInterval(refreshLoraCards, 2000);
 })();

@@ -10,7 +10,7 @@ for real in CI; this file needs a WebUI (`tests/integration/test_a1111.py`).
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from modules import call_queue, devices, extra_networks, processing, shared
+from modules import call_queue, devices, extra_networks, lowvram, processing, shared
 
 from lora_trainer.errors import UserError
 from lora_trainer.training.events import Event, EventBus
@@ -49,23 +49,53 @@ def capture_bundle(model):
     return bundle
 
 
-def _deactivate_other_networks() -> None:
-    """Other LoRAs/hypernetworks must not be merged into the weights we train on."""
-    p = processing.StableDiffusionProcessingTxt2Img()
-    extra_networks.activate(p, {})
+def _restore_unmerged_weights(model) -> None:
+    """A1111 merges LoRAs into the weights in place and restores them lazily: restore them now."""
+    try:
+        import networks  # A1111's built-in Lora extension (on sys.path inside the WebUI)
+    except ImportError:
+        return
+    for module in model.modules():
+        if getattr(module, "network_current_names", ()):
+            networks.network_restore_weights_from_backup(module)
+            module.network_current_names = ()
+
+
+def _deactivate_other_networks(model) -> None:
+    """Other LoRAs/hypernetworks must be neither merged into the weights we train on nor applied."""
+    extra_networks.activate(processing.StableDiffusionProcessingTxt2Img(), {})
+    _restore_unmerged_weights(model)
+
+
+def _medvram(model) -> bool:
+    opts = shared.cmd_opts
+    return bool(getattr(opts, "medvram", False) or (getattr(opts, "medvram_sdxl", False) and getattr(model, "is_sdxl", False)))
+
+
+def _apply_medvram_policy(model, config, events: EventBus) -> None:
+    """--medvram swaps modules between devices on every forward: train the UNet only, resident.
+
+    Everything goes to the CPU first; latents and text outputs are computed once before the
+    loop (frozen text encoders are cached per caption), and the UNet then stays on the GPU.
+    """
+    if not _medvram(model):
+        return
+    lowvram.send_everything_to_cpu()
+    config.dataset.cache_latents = True
+    if config.network.train_text_encoder:
+        config.network.train_text_encoder = False
+        events.warning("--medvram: training the UNet only (text encoder outputs are precomputed); "
+                       "restart without --medvram to train the text encoder too")
 
 
 def _reset_lora_caches(stem: str) -> None:
     """A re-trained name must not reuse stale merged weights or cached conditioning."""
+    _restore_unmerged_weights(shared.sd_model)
     try:
-        import networks  # A1111's built-in Lora extension
+        import networks
 
-        for module in shared.sd_model.modules():
-            if getattr(module, "network_current_names", ()):
-                networks.network_restore_weights_from_backup(module)
-                module.network_current_names = ()
         networks.update_available_networks_by_names([stem])
-    except Exception:
+    except ImportError:
         pass
     for cls in (processing.StableDiffusionProcessing, processing.StableDiffusionProcessingTxt2Img):
         for name in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):
@@ -88,6 +118,10 @@ class A1111Host:
     def user_data_dir(self) -> Path:
         return Path(shared.data_path) / "lora_trainer"
 
+    def runs_dir(self) -> Optional[Path]:
+        """Not inside the Lora folder: the WebUI would list the state's .safetensors as cards."""
+        return self.user_data_dir() / "runs"
+
     def allowed_roots(self) -> Optional[List[Path]]:
         shared_server = getattr(shared.cmd_opts, "listen", False) or getattr(shared.cmd_opts, "share", False)
         if not shared_server:
@@ -103,7 +137,9 @@ class A1111Host:
                 model = shared.sd_model
                 info = getattr(model, "sd_checkpoint_info", None)
                 config.model.checkpoint = getattr(info, "filename", config.model.checkpoint)
-                _deactivate_other_networks()
+                config.train.device = str(devices.device)
+                _deactivate_other_networks(model)
+                _apply_medvram_policy(model, config, events)
                 bundle = capture_bundle(model)
                 events.add(self._progress_listener)
 
@@ -150,7 +186,28 @@ class A1111Host:
         return images
 
     def after_save(self, lora_path: Path) -> None:
-        _reset_lora_caches(Path(lora_path).stem)
+        """Make the card and `<lora:name:w>` work now; give the card a preview if training made none."""
+        lora_path = Path(lora_path)
+        _reset_lora_caches(lora_path.stem)
+        preview = lora_path.with_name(f"{lora_path.stem}.preview.png")
+        if not preview.exists():
+            size, activation = _preview_settings(lora_path)
+            images = self.render_grid(lora_path, [activation or "a picture"], [0.8], seed=1234, steps=20, size=size)
+            if images:
+                images[0].save(preview)
+
+
+def _preview_settings(lora_path: Path):
+    """Training resolution (from the file's metadata) and activation text (from its sidecar)."""
+    import json
+
+    from lora_trainer.networks.metadata import file_metadata, training_resolution
+
+    try:
+        activation = json.loads(lora_path.with_suffix(".json").read_text(encoding="utf-8")).get("activation text", "")
+    except (OSError, ValueError):
+        activation = ""
+    return training_resolution(file_metadata(lora_path)), activation
 
 
 def on_ui_tabs():

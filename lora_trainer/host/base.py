@@ -21,6 +21,10 @@ class Host(Protocol):
     def user_data_dir(self) -> Path:
         """Where user presets are kept."""
 
+    def runs_dir(self) -> Optional[Path]:
+        """Where a run's logs, samples and resumable state go unless the form names a folder;
+        None = beside the LoRA (`<output.dir>/<name>_logs`)."""
+
     def allowed_roots(self) -> Optional[List[Path]]:
         """Folders the UI may read and write when shared on a network; None = anywhere."""
 

@@ -39,6 +39,9 @@ class StandaloneHost:
     def user_data_dir(self) -> Path:
         return self._user_data
 
+    def runs_dir(self) -> Optional[Path]:
+        return None
+
     def allowed_roots(self) -> Optional[List[Path]]:
         return self._roots
 

@@ -151,3 +151,20 @@ def sidecar(family: str, activation_text: str, preferred_weight: float = 0.8, de
         "notes": notes,
     }
 
+
+
+def training_resolution(metadata: Dict[str, str], default: int = 512) -> int:
+    """The side a LoRA was trained at, from `ss_resolution` ("(512, 512)", "512,768"): the size
+    test images of it are best rendered at."""
+    import re
+
+    numbers = [int(n) for n in re.findall(r"\d+", metadata.get("ss_resolution", "") or "")]
+    return min(numbers) if numbers else default
+
+
+def file_metadata(path) -> Dict[str, str]:
+    """The metadata of a .safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata() or {})

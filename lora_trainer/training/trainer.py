@@ -80,6 +80,17 @@ def total_steps(config, items: List[TrainItem]) -> int:
     return int(config.train.epochs) * steps_per_epoch(items, config.train.batch_size, config.train.grad_accum)
 
 
+def autocast_precision(requested: str, weight_dtype: torch.dtype) -> str:
+    """The precision a step runs in: half-precision frozen weights get autocast to their dtype.
+
+    Over fp16/bf16 base weights (the WebUI's usual fp16 model) "no" would run every op in half,
+    norms and softmax included; autocast keeps those in fp32 and the adapters stay fp32.
+    """
+    if requested == "no" and weight_dtype in (torch.float16, torch.bfloat16):
+        return "fp16" if weight_dtype == torch.float16 else "bf16"
+    return requested
+
+
 def _network_spec(config) -> NetworkSpec:
     net = config.network
     return NetworkSpec(type=net.type, rank=int(net.rank), alpha=float(net.alpha), conv_rank=int(net.conv_rank),
@@ -163,7 +174,10 @@ class Loop:
                                          int(config.train.lr_scheduler_num_cycles),
                                          float(config.train.lr_scheduler_power))
         self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners))
-        self.precision = config.train.mixed_precision
+        self.precision = autocast_precision(config.train.mixed_precision, next(bundle.unet.parameters()).dtype)
+        if self.precision != config.train.mixed_precision:
+            ctx.events.warning(f"the base model's weights are {self.precision}: training with {self.precision} autocast "
+                               "(adapters stay fp32)")
         self.scaler = torch.cuda.amp.GradScaler() if self.precision == "fp16" and ctx.device.type == "cuda" else None
         self.state = RunState()
         data = config.dataset

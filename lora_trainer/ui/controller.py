@@ -30,14 +30,23 @@ class TabController:
     def form_values(self) -> List[Any]:
         """What a (re)loaded page shows: the last job's settings, else the defaults."""
         if self.jobs.config is not None:
-            return fields.config_to_values(self.paths, self.jobs.config.to_dict())
+            values = self.jobs.config.to_dict()
+            if values["output"]["logs_dir"] == self._default_logs_dir(self.jobs.config.output.name):
+                values["output"]["logs_dir"] = ""  # derived from the name: a new name gets its own
+            return fields.config_to_values(self.paths, values)
         return self.initial_values()
+
+    def _default_logs_dir(self, name: str) -> Optional[str]:
+        runs = getattr(self.host, "runs_dir", lambda: None)()
+        return str(Path(runs) / name) if runs is not None and name else None
 
     def build_config(self, values: List[Any]):
         """(config, [FieldError]) from the form's values, in `self.paths` order."""
         from lora_trainer.config import parse_dict, validate
 
         config, errors = parse_dict(fields.values_to_dict(self.paths, values))
+        if not config.output.logs_dir:
+            config.output.logs_dir = self._default_logs_dir(config.output.name) or ""
         errors = list(errors) + list(validate(config))
         errors += self._path_errors(config)
         return config, errors
@@ -130,7 +139,11 @@ class TabController:
         prompt_list = [p.strip() for p in prompts.splitlines() if p.strip()]
         if not prompt_list:
             return [], "Write at least one prompt."
-        images = self.host.render_grid(path, prompt_list, values, int(seed), int(steps), int(size) or 512)
+        if not int(size):
+            from lora_trainer.networks.metadata import file_metadata, training_resolution
+
+            size = training_resolution(file_metadata(path))
+        images = self.host.render_grid(path, prompt_list, values, int(seed), max(1, int(steps)), int(size))
         captioned = [(image, f"{strength:g} · {prompt}") for (strength, prompt), image in zip([(s, p) for s in values for p in prompt_list], images)]
         return captioned, f"{len(images)} images: strengths {', '.join(f'{v:g}' for v in values)}"
 

@@ -19,6 +19,8 @@ LABELS = {
     ("network", "rank"): "Rank (dim)", ("network", "alpha"): "Alpha", ("train", "unet_lr"): "UNet learning rate",
     ("train", "text_encoder_lr"): "Text encoder learning rate", ("train", "max_steps"): "Steps (0 = use epochs)",
     ("train", "epochs"): "Epochs", ("dataset", "resolution"): "Resolution", ("train", "batch_size"): "Batch size",
+    ("dataset", "dir"): "Dataset folder", ("dataset", "reg_dir"): "Regularization images folder",
+    ("output", "dir"): "Output folder", ("output", "logs_dir"): "Logs folder", ("model", "checkpoint"): "Base checkpoint",
 }
 
 

@@ -30,6 +30,7 @@ class JobState:
     samples: List[Dict] = field(default_factory=list)  # {"step": n, "path": str, "prompt": str}
     log: List[str] = field(default_factory=list)
     output: Optional[str] = None
+    activation: str = ""  # the LoRA's activation text (its sidecar): what the test grid and txt2img start from
     state_dir: Optional[str] = None
     error: Optional[str] = None
     started: float = 0.0
@@ -38,6 +39,15 @@ class JobState:
     @property
     def active(self) -> bool:
         return self.status in ("preparing", "running", "stopping")
+
+
+def _activation_text(lora: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(Path(lora).with_suffix(".json").read_text(encoding="utf-8")).get("activation text", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 class JobManager:
@@ -84,6 +94,7 @@ class JobManager:
             with self._lock:
                 self.state.status = result.status
                 self.state.output = str(result.output) if result.output else None
+                self.state.activation = _activation_text(result.output) if result.output else ""
                 self.state.state_dir = str(result.state_dir) if result.state_dir else None
                 self._bump()
             if result.output:

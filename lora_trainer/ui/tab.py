@@ -44,7 +44,8 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
         components[(section, key)] = fields.make_component(section, key, initial[(section, key)])
         return components[(section, key)]
 
-    with gr.Blocks(analytics_enabled=False, elem_id="train_lora_root") as tab:
+    # The Column carries the root id: A1111 mounts the Blocks inside its own tab and drops the Blocks' id.
+    with gr.Blocks(analytics_enabled=False) as tab, gr.Column(elem_id="train_lora_root"):
         progress = gr.HTML(progress_html(JobState()), elem_id="train_lora_progress")
         with gr.Tabs(elem_id="train_lora_tabs"):
             with gr.Tab("Dataset", elem_id="train_lora_tab_dataset"):
@@ -94,6 +95,7 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
                                                   value=initial.get(("dataset", "trigger_word")) or "")
                         grid_strengths = gr.Textbox(label="Strengths", value="0 0.4 0.7 1.0", elem_id="train_lora_grid_strengths")
                         grid_seed = gr.Number(label="Seed", value=1234, precision=0, elem_id="train_lora_grid_seed")
+                        grid_steps = gr.Number(label="Steps", value=20, precision=0, elem_id="train_lora_grid_steps")
                     with gr.Row():
                         grid_button = gr.Button("Render test grid", elem_id="train_lora_grid_button")
                         send_button = gr.Button("Send to txt2img", elem_id="train_lora_send_to_txt2img", visible=getattr(host, "can_send_to_txt2img", False))
@@ -138,23 +140,23 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
         apply_preset.click(on_apply_preset, inputs=[preset] + inputs, outputs=inputs + [message])
         save_preset.click(on_save_preset, inputs=[preset_name] + inputs, outputs=[preset, message])
 
-        def on_grid(lora, prompts, strengths, seed):
-            images, text = controller.test_grid(lora, prompts, strengths, seed)
-            return images, text
+        def on_grid(lora, prompts, strengths, seed, steps):
+            return controller.test_grid(lora, prompts, strengths, seed, steps=steps or 20)
 
-        grid_button.click(on_grid, inputs=[output_path, grid_prompts, grid_strengths, grid_seed], outputs=[grid, grid_message])
+        grid_button.click(on_grid, inputs=[output_path, grid_prompts, grid_strengths, grid_seed, grid_steps], outputs=[grid, grid_message])
         send_button.click(None, inputs=[output_path, grid_prompts], outputs=None,
                           **js("(path, prompts) => { trainLoraSendToTxt2img(path, prompts); return []; }"))
 
-        def on_poll(last_version):
+        def on_poll(last_version, prompts):
             state = controller.poll()
             running = state.active
             buttons = [gr.update(interactive=not running), gr.update(interactive=running), gr.update(interactive=not running)]
             if state.version == last_version:
-                return [gr.update()] * 5 + buttons + [last_version]
+                return [gr.update()] * 5 + buttons + [last_version, gr.update()]
             gallery = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in state.samples][-24:]
+            grid_prompt = gr.update(value=state.activation) if state.activation and not (prompts or "").strip() else gr.update()
             return [progress_html(state), loss_plot(state.losses), gallery, "\n".join(state.log[-200:]),
-                    state.output or "", *buttons, state.version]
+                    state.output or "", *buttons, state.version, grid_prompt]
 
         def on_page_load():
             """A reloaded page shows the job's settings; a fresh server leaves the form alone."""
@@ -164,9 +166,10 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
 
         tag_editor.connect(components[("dataset", "dir")], components[("dataset", "caption_extension")], tags_tab, tab)
         tab.load(on_page_load, outputs=inputs)
-        tab.load(on_poll, inputs=[seen_version],
-                 outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version],
-                 every=POLL_SECONDS)
+        tab.load(on_poll, inputs=[seen_version, grid_prompts],
+                 outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version,
+                          grid_prompts],
+                 every=POLL_SECONDS, show_progress="hidden")
     return tab
 
 

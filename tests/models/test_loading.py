@@ -4,7 +4,6 @@ import json
 import pickle
 import subprocess
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from lora_trainer.models import load_bundle
 from lora_trainer.models.checkpoint_io import read_checkpoint
 from lora_trainer.models.demo import demo_state_dict
 from lora_trainer.models.families import ModelConfig
+from tests.models.webui_keys import webui_state_dict
 
 # Also run on Forge's pins: transformers 4.46 changes CLIP internals this layer depends on.
 pytestmark = pytest.mark.both_profiles
@@ -37,23 +37,6 @@ def _shared_fraction(bundle, source) -> float:
     return shared / total
 
 
-def _webui_variant(family: str, state):
-    """Rename keys the way A1111's live `shared.sd_model.state_dict()` shows them."""
-    out = OrderedDict()
-    for key, tensor in state.items():
-        if family == "sdxl" and key.startswith("conditioner.embedders."):
-            index, rest = key[len("conditioner.embedders."):].split(".", 1)
-            rest = rest.replace("token_embedding.weight", "token_embedding.wrapped.weight")
-            out[f"conditioner.embedders.{index}.wrapped.{rest}"] = tensor
-            out[f"cond_stage_model.embedders.{index}.wrapped.{rest}"] = tensor  # registered twice
-        elif key.startswith("cond_stage_model."):
-            rest = key[len("cond_stage_model."):].replace("token_embedding.weight", "token_embedding.wrapped.weight")
-            out[f"cond_stage_model.wrapped.{rest}"] = tensor
-        else:
-            out[key] = tensor
-    return out
-
-
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
 def test_bundle_from_a_mapping_shares_storage_with_it(family):
     state, metadata = demo_state_dict(family, seed=3)
@@ -68,7 +51,7 @@ def test_bundle_from_a_mapping_shares_storage_with_it(family):
 def test_webui_key_variants_load_to_the_same_model(family):
     state, metadata = demo_state_dict(family, seed=3)
     config = ModelConfig.from_json(metadata["lora_trainer.config"])
-    variant = _webui_variant(family, state)
+    variant = webui_state_dict(family, state)
     assert any(".wrapped." in k for k in variant)
     plain = load_bundle(state, config=config)
     live = load_bundle(variant, config=config)

@@ -151,6 +151,11 @@ def test_train_stop_resume_and_test_grid(server, page):
     assert lora.is_file()
     assert page.locator("#train_lora_output textarea").first.input_value() == str(lora)
     page.screenshot(path=str(shots / "3-done.png"), full_page=True)
+    grid_prompt = page.locator("#train_lora_grid_prompts textarea").first
+    deadline = time.time() + 10
+    while grid_prompt.input_value() != "tinychar" and time.time() < deadline:
+        time.sleep(0.3)
+    assert grid_prompt.input_value() == "tinychar", "the test grid prompt is not pre-filled with the activation text"
 
     _set(page, "train_lora_grid_prompts", "tinychar, red circle")
     _set(page, "train_lora_grid_strengths", "0 1")

@@ -49,6 +49,7 @@ def test_one_job_at_a_time_stop_and_resume(controller, tmp_path):
     controller.jobs.wait(120)
     final = controller.poll()
     assert final.status == "done" and final.step == state.step + 3
+    assert final.activation == "tinychar"  # the test grid and Send to txt2img start from it
     assert (tmp_path / "out" / "ctl.safetensors").is_file() and final.output.endswith("ctl.safetensors")
     images, text = controller.test_grid(final.output, "tinychar", "0 1", 1, steps=2, size=64)
     assert len(images) == 2 and "2 images" in text
@@ -84,3 +85,30 @@ def test_dataset_check_report(controller, tiny_dataset):
     report = controller.check_dataset(str(tiny_dataset), ".txt", 64)
     assert "6 images" in report and "5_tinychar" in report and "tinychar" in report
     assert "does not exist" in controller.check_dataset(str(tiny_dataset / "nope"))
+
+
+class _HostWithRunsFolder(StandaloneHost):
+    """Like the WebUI's host: run logs and state go to a folder of their own, not beside the LoRA."""
+
+    def __init__(self, runs, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._runs = runs
+
+    def runs_dir(self):
+        return self._runs
+
+
+def test_run_state_stays_out_of_the_lora_folder_and_each_name_gets_its_own(tmp_path, base_models, tiny_dataset):
+    host = _HostWithRunsFolder(tmp_path / "runs", base_models["sd1"], tmp_path / "Lora", tiny_dataset, user_data=tmp_path / "user")
+    controller = TabController(host)
+    controller.start(_values(controller, train__max_steps=3, output__name="first"))
+    controller.jobs.wait(120)
+    assert controller.poll().status == "done"
+    shown = dict(zip(controller.paths, controller.form_values()))
+    assert shown[("output", "logs_dir")] == ""  # a reloaded page does not pin the next run to this folder
+    controller.start(_values(controller, train__max_steps=3, output__name="second"))
+    controller.jobs.wait(120)
+
+    assert sorted(p.name for p in (tmp_path / "Lora").rglob("*.safetensors")) == ["first.safetensors", "second.safetensors"]
+    assert (tmp_path / "runs" / "first" / "state" / "state.json").is_file()
+    assert (tmp_path / "runs" / "second" / "state" / "state.json").is_file()
