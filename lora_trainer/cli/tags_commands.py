@@ -1,7 +1,8 @@
 """`python -m lora_trainer tags ...`: dataset statistics and bulk caption edits with undo.
 
 The same library functions as the tag editor tab (`lora_trainer.dataset`). Every edit prints
-what changed and what was skipped; `tags undo DIR` reverts the last edit. Exit codes: 0 done,
+what changed and what was skipped; `tags undo DIR` reverts the last edit, `tags redo DIR`
+does again what the last undo reverted. Exit codes: 0 done,
 1 some captions could not be written or changed on disk meanwhile (named in the output),
 2 bad input.
 """
@@ -66,6 +67,11 @@ def register(subparsers) -> None:
     undo.add_argument("--json", action="store_true", help="print the result as JSON")
     undo.set_defaults(handler=_undo)
 
+    redo = sub.add_parser("redo", help="do again the edit the last undo reverted")
+    _common(redo)
+    redo.add_argument("--json", action="store_true", help="print the result as JSON")
+    redo.set_defaults(handler=_redo)
+
     history = sub.add_parser("history", help="list the edits that can be undone, newest first")
     _common(history)
     history.set_defaults(handler=_history)
@@ -129,6 +135,12 @@ def _replace(args) -> int:
 
 def _undo(args) -> int:
     report = _load(args).undo()
+    _print(report, args)
+    return 1 if (report.conflicts or report.failed) else 0
+
+
+def _redo(args) -> int:
+    report = _load(args).redo()
     _print(report, args)
     return 1 if (report.conflicts or report.failed) else 0
 

@@ -35,10 +35,11 @@ def build_app(host):
     css = REPO / "style.css"
     if css.is_file():
         app.css = (app.css or "") + css.read_text(encoding="utf-8")
-    script = REPO / "javascript" / "train_lora.js"
-    if script.is_file():
+    scripts = sorted((REPO / "javascript").glob("*.js"))  # every one, in A1111's order (sorted by name)
+    if scripts:
+        code = "\n".join(script.read_text(encoding="utf-8") for script in scripts)
         with app:
-            app.load(None, **js("() => { " + script.read_text(encoding="utf-8") + " }"))
+            app.load(None, **js("() => { " + code + " }"))
     return app.queue()
 
 

@@ -3,8 +3,10 @@
 Each bulk edit is one step file holding, for every caption it changed, the exact bytes before
 and after. The step is written *before* the captions are, so that even an edit interrupted
 half-way can be undone. Undo writes the "before" bytes back only where the file still holds
-the "after" bytes; anything changed since is reported, never overwritten. The oldest steps
-are dropped beyond `limit` (default 100).
+the "after" bytes; anything changed since is reported, never overwritten. An undone step is
+kept in `history/redo/` so that redo can write its "after" bytes again (where the files still
+hold the "before" ones); the next edit ends that chain. The oldest steps are dropped beyond
+`limit` (default 100).
 """
 
 import base64
@@ -57,14 +59,16 @@ class History:
 
     def __init__(self, state_dir: Path, root: Path, limit: int = DEFAULT_LIMIT):
         self.folder = Path(state_dir) / "history"
+        self.redo_folder = self.folder / "redo"  # undone steps, newest undo first to redo
         self.root = Path(root)
         self._prefix = os.path.join(os.fspath(self.root), "")
         self.limit = max(1, int(limit))
 
-    def _files(self) -> List[Path]:
-        if not self.folder.is_dir():
+    def _files(self, folder: Optional[Path] = None) -> List[Path]:
+        folder = self.folder if folder is None else folder
+        if not folder.is_dir():
             return []
-        return sorted(p for p in self.folder.iterdir() if p.suffix == ".json" and p.stem.isdigit())
+        return sorted(p for p in folder.iterdir() if p.suffix == ".json" and p.stem.isdigit() and p.is_file())
 
     def _relative(self, path: Path) -> str:
         text = os.fspath(path)
@@ -92,6 +96,8 @@ class History:
         self.save(step)
         for old in self._files()[:-self.limit]:
             old.unlink()
+        for undone in self._files(self.redo_folder):  # a new edit: what was undone can no longer be redone
+            undone.unlink()
         return step
 
     def save(self, step: Step) -> None:
@@ -126,6 +132,26 @@ class History:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(step.time))
             lines.append(f"{step.number}: {when} {step.description} ({len(step.changes)} caption(s))")
         return lines
+
+    def shelve(self, step: Step) -> None:
+        """Move an undone step aside, where `last_undone` finds it for a redo."""
+        self.redo_folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.folder / f"{step.number:08d}.json", self.redo_folder / f"{step.number:08d}.json")
+        except FileNotFoundError:
+            pass
+
+    def last_undone(self) -> Optional[Step]:
+        """The step undone most recently (undo takes the newest step, so: the lowest number here)."""
+        files = self._files(self.redo_folder)
+        return self._load(files[0]) if files else None
+
+    def unshelve(self, step: Step) -> None:
+        """A redone step goes back into the history (it can be undone again)."""
+        try:
+            os.replace(self.redo_folder / f"{step.number:08d}.json", self.folder / f"{step.number:08d}.json")
+        except FileNotFoundError:
+            pass
 
     def drop(self, step: Step) -> None:
         try:

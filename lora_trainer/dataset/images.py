@@ -65,10 +65,12 @@ def to_rgb(image, background: Tuple[int, int, int] = WHITE, sixteen_bit: bool = 
     return image.convert("RGB")
 
 
-def _open_checked(path: Path, max_pixels: int, finish: Callable, keep_bytes: Optional[list] = None):
+def _open_checked(path: Path, max_pixels: int, finish: Callable, keep_bytes: Optional[list] = None,
+                  prepare: Optional[Callable] = None):
     """Open the image, refuse bombs and empty images, decode it completely (truncation is an
     error), and return `finish(image)`; every failure becomes an `ImageProblem` naming the file.
-    With `keep_bytes`, the file's bytes are read once and appended to it (for hashing)."""
+    With `keep_bytes`, the file's bytes are read once and appended to it (for hashing);
+    `prepare(image)` runs before the decode (e.g. `draft` for a reduced-size JPEG decode)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -87,6 +89,8 @@ def _open_checked(path: Path, max_pixels: int, finish: Callable, keep_bytes: Opt
                     if image.width < 1 or image.height < 1:
                         raise ImageProblem(f"{path.name}: has no pixels ({image.width}x{image.height})")
                     image.seek(0)
+                    if prepare is not None:
+                        prepare(image)
                     with _strict_truncation():
                         image.load()
                     return finish(image)
@@ -120,6 +124,28 @@ def open_rgb(path: Path, background: Tuple[int, int, int] = WHITE, max_pixels: i
         return to_rgb(ImageOps.exif_transpose(image), background, sixteen_bit)
 
     return _open_checked(Path(path), max_pixels, finish)
+
+
+def open_preview(path: Path, max_side: int, background: Tuple[int, int, int] = WHITE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The image as RGB, oriented, at most `max_side` pixels on its longer side, for showing
+    it (thumbnails, the editor's large view). JPEGs are decoded at a reduced scale, so a
+    page of camera photos is quick; the decode is still complete (truncation is found).
+    Raises `ImageProblem` for a file that cannot be used."""
+    from PIL import Image, ImageOps
+
+    def prepare(image):
+        if image.format == "JPEG":
+            image.draft("RGB", (max_side, max_side))
+
+    def finish(image):
+        sixteen_bit = image.mode == "I" and image.format in ("PNG", "TIFF")
+        rgb = to_rgb(ImageOps.exif_transpose(image), background, sixteen_bit)
+        if max(rgb.size) > max_side:
+            rgb.thumbnail((max_side, max_side), Image.LANCZOS, reducing_gap=2.0)
+        return rgb
+
+    return _open_checked(Path(path), max_pixels, finish, prepare=prepare)
 
 
 def _oriented_size(image) -> Tuple[int, int]:

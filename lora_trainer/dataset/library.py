@@ -15,11 +15,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
+from lora_trainer.dataset import edits
 from lora_trainer.dataset import tags as T
 from lora_trainer.dataset.captions import (Caption, CaptionConflict, atomic_write, decode_caption, encode_caption,
                                            link_target, read_caption, unchanged_on_disk, write_caption)
+from lora_trainer.dataset.edits import EditSpec, plan_edit
 from lora_trainer.dataset.history import DEFAULT_LIMIT, Change, History
 from lora_trainer.dataset.scan import STATE_FOLDER, ImageEntry, ScanResult, scan
 from lora_trainer.dataset.tag_filter import compile_filter
@@ -82,10 +84,6 @@ def read_captions(entries: Sequence[ImageEntry]) -> List[Caption]:
     return _in_parallel(lambda entry: read_caption(entry.caption), list(entries))
 
 
-def _keys(tags: Sequence[str]) -> FrozenSet[str]:
-    return frozenset(map(T.normalized_key, tags))
-
-
 class DatasetIndex:
     """All images and captions of one dataset folder, in memory."""
 
@@ -96,7 +94,7 @@ class DatasetIndex:
         self.problems: List[str] = scanned.problems
         self.captions: List[Caption] = captions
         self.tags: List[List[str]] = [T.parse_tags(c.text) for c in captions]
-        self.keys: List[FrozenSet[str]] = [_keys(t) for t in self.tags]
+        self.keys: List[FrozenSet[str]] = [T.tag_keys(t) for t in self.tags]
         self.state_dir = self.root / STATE_FOLDER
         self.history = History(self.state_dir, self.root, history_limit)
         self.backup = backup  # keep a copy of every caption before it is rewritten
@@ -176,25 +174,31 @@ class DatasetIndex:
         cannot change that caption (it is not even called); with `keyed=True`, `change` is
         called as `change(tags, keys)`.
         """
+        return self.apply(EditSpec(action, change, skip, keyed), indices)
+
+    def apply(self, spec: EditSpec, indices: Optional[Iterable[int]] = None) -> EditReport:
+        """Run one bulk edit (see `edits`) over the chosen captions and write those it changed."""
+        report = EditReport(spec.description)
+        planned = plan_edit(spec, self.captions, self.tags, self.keys, indices)
+        report.unchanged = planned.unchanged
+        report.skipped_unreadable = planned.skipped_unreadable
+        report.skipped_non_utf8 = [self.captions[i].path for i in planned.skipped_non_utf8]
+        self._write(report, [(i, T.join_tags(tags)) for i, tags in planned.changes], spec.description)
+        return report
+
+    def write_texts(self, action: str, texts: Dict[int, str], backup: Optional[bool] = None) -> EditReport:
+        """Write the given caption texts (index -> text) as one undo step, non-UTF-8 captions
+        included (an editor's explicit edits: their originals are backed up). Captions changed
+        on disk since loaded are not overwritten (`report.conflicts`). `backup` overrides the
+        index's own setting for this write."""
         report = EditReport(action)
-        planned = []
-        for i in (range(len(self)) if indices is None else indices):
-            caption = self.captions[i]
-            if caption.error:
-                report.skipped_unreadable.append(caption.error)
-                continue
-            if caption.non_utf8:
-                report.skipped_non_utf8.append(caption.path)
-                continue
-            if skip is not None and skip(self.keys[i]):
-                report.unchanged += 1
-                continue
-            new_tags = change(list(self.tags[i]), self.keys[i]) if keyed else change(list(self.tags[i]))
-            if new_tags == self.tags[i]:
-                report.unchanged += 1
-                continue
-            planned.append((i, T.join_tags(new_tags)))
-        self._write(report, planned, action)
+        previous = self.backup
+        if backup is not None:
+            self.backup = backup
+        try:
+            self._write(report, sorted(texts.items()), action, allow_non_utf8=True)
+        finally:
+            self.backup = previous
         return report
 
     def set_caption(self, index: int, text: str) -> EditReport:
@@ -274,45 +278,28 @@ class DatasetIndex:
     def _set(self, index: int, caption: Caption) -> None:
         self.captions[index] = caption
         self.tags[index] = T.parse_tags(caption.text)
-        self.keys[index] = _keys(self.tags[index])
+        self.keys[index] = T.tag_keys(self.tags[index])
         self._frequency = None
 
-    def add(self, tag: str, position: Union[str, int] = "back", indices: Optional[Iterable[int]] = None) -> EditReport:
-        if not T.normalize_tag(tag):
-            raise DatasetError("the tag to add is empty: give the tag text")
-        key = T.tag_key(tag)
-        return self.edit(f"add {tag!r}" + (" at the front" if position == "front" else ""),
-                         lambda tags, keys: T.add_tag(tags, tag, position, absent=key not in keys), indices,
-                         skip=None if position == "front" else (lambda keys: key in keys), keyed=True)
+    def add(self, tag: Union[str, Sequence[str]], position: Union[str, int] = "back",
+            indices: Optional[Iterable[int]] = None) -> EditReport:
+        return self.apply(edits.add(tag, position), indices)
 
-    def remove(self, tag: str, indices: Optional[Iterable[int]] = None) -> EditReport:
-        key = T.tag_key(tag)
-        return self.edit(f"remove {tag!r}", lambda tags: T.remove_tag(tags, tag), indices, skip=lambda keys: key not in keys)
+    def remove(self, tag: Union[str, Sequence[str]], indices: Optional[Iterable[int]] = None) -> EditReport:
+        return self.apply(edits.remove(tag), indices)
 
     def replace(self, old: str, new: str, regex: bool = False, whole: bool = True,
                 indices: Optional[Iterable[int]] = None) -> EditReport:
-        if regex:
-            import re
-            try:
-                re.compile(old)
-            except re.error as exc:
-                raise DatasetError(f"regular expression {old!r} is not valid ({exc}); fix it or drop --regex") from exc
-        key = T.tag_key(old)
-        plain_whole = whole and not regex
-        return self.edit(f"replace {old!r} with {new!r}" + (" (regex)" if regex else ""),
-                         lambda tags: T.replace_tag(tags, old, new, regex=regex, whole=whole), indices,
-                         skip=(lambda keys: key not in keys) if plain_whole else None)
+        return self.apply(edits.replace(old, new, regex, whole), indices)
 
     def move_to_front(self, targets: Sequence[str], indices: Optional[Iterable[int]] = None) -> EditReport:
-        return self.edit(f"move {', '.join(targets)} to the front", lambda tags: T.move_to_front(tags, targets), indices)
+        return self.apply(edits.move_to_front(targets), indices)
 
     def sort(self, keep: int = 0, by_frequency: bool = False, indices: Optional[Iterable[int]] = None) -> EditReport:
-        freq = dict(self.frequency()) if by_frequency else None
-        return self.edit("sort tags" + (" by frequency" if by_frequency else ""),
-                         lambda tags: T.sort_tags(tags, keep, freq), indices)
+        return self.apply(edits.sort(keep, dict(self.frequency()) if by_frequency else None), indices)
 
     def dedupe(self, indices: Optional[Iterable[int]] = None) -> EditReport:
-        return self.edit("remove duplicate tags", T.dedupe, indices)
+        return self.apply(edits.dedupe(), indices)
 
     def normalize(self, indices: Optional[Iterable[int]] = None) -> EditReport:
         """Rewrite captions whose text differs from their normalised form (`, ` between tags)."""
@@ -331,33 +318,57 @@ class DatasetIndex:
         self._write(report, planned, report.action)
         return report
 
-    # --- undo ------------------------------------------------------------------------------
+    # --- undo / redo -------------------------------------------------------------------------
 
     def undo(self) -> EditReport:
-        """Undo the newest step: restore each caption that still holds what that step wrote."""
+        """Undo the newest step: restore each caption that still holds what that step wrote.
+        The step is kept for `redo()` until the next edit."""
         step = self.history.last()
         if step is None:
             raise DatasetError(f"nothing to undo in {self.root}: no edits are recorded there")
-        report = EditReport(f"undo {step.description!r}")
+        report = self._replay(step, f"undo {step.description!r}", backwards=True)
+        self.history.shelve(step)
+        self._before.pop(step.number, None)
+        return report
+
+    def redo(self) -> EditReport:
+        """Do again the step `undo()` last undid: rewrite each caption that still holds what
+        the undo put back (anything changed since is reported, never overwritten)."""
+        step = self.history.last_undone()
+        if step is None:
+            raise DatasetError(f"nothing to redo in {self.root}: no undone edit is recorded there "
+                               f"(a new edit after an undo ends what can be redone)")
+        report = self._replay(step, f"redo {step.description!r}", backwards=False)
+        self.history.unshelve(step)
+        return report
+
+    def _replay(self, step, action: str, backwards: bool) -> EditReport:
+        """Write one side of a step (`before` when undoing, `after` when redoing) to each caption
+        that holds the other side; the rest are conflicts."""
+        report = EditReport(action)
         by_path = {os.fspath(e.caption): i for i, e in enumerate(self.entries)}
-        remembered = self._before.get(step.number, {})
+        remembered = self._before.get(step.number, {}) if backwards else {}
+
+        def sides(change: Change):
+            return (change.after, change.before) if backwards else (change.before, change.after)
 
         def restore(change: Change):
+            expected, wanted = sides(change)
             position = by_path.get(os.fspath(change.path))
             loaded = self.captions[position] if position is not None else None
             if loaded is not None and loaded.error is None and unchanged_on_disk(loaded):
                 current = loaded  # what is on disk is what this index holds: no need to read it again
             else:
                 current = read_caption(Path(change.path))
-            holds_after = (current.exists and current.raw == change.after) if change.after is not None else not current.exists
-            if current.error or not holds_after:
+            holds = (current.exists and current.raw == expected) if expected is not None else not current.exists
+            if current.error or not holds:
                 return None  # changed since: a conflict
             try:
-                if change.before is None:
+                if wanted is None:
                     os.unlink(change.path)
                     return Caption(current.path, False)
-                stat = atomic_write(link_target(change.path), change.before, mode=current.mode)
-                return decode_caption(current.path, change.before, (stat.st_size, stat.st_mtime_ns), current.mode)
+                stat = atomic_write(link_target(change.path), wanted, mode=current.mode if current.exists else 0o644)
+                return decode_caption(current.path, wanted, (stat.st_size, stat.st_mtime_ns), stat.st_mode & 0o7777)
             except OSError as exc:
                 return exc
 
@@ -379,15 +390,22 @@ class DatasetIndex:
                 self._frequency = None
             else:
                 self._set(position, restored)
-        self.history.drop(step)
-        self._before.pop(step.number, None)
         return report
 
-    def refresh(self) -> List[int]:
-        """Re-read the captions that changed on disk (e.g. after a conflict); their indices."""
-        changed = []
-        for i, caption in enumerate(self.captions):
-            if not unchanged_on_disk(caption):
-                self._set(i, read_caption(caption.path))
-                changed.append(i)
+    def changed_on_disk(self, indices: Optional[Iterable[int]] = None) -> List[int]:
+        """Indices of the captions (of `indices`, or all) whose file is no longer what was loaded."""
+        chosen = list(range(len(self)) if indices is None else indices)
+        stale = _in_parallel(lambda i: not unchanged_on_disk(self.captions[i]), chosen)
+        return [i for i, is_stale in zip(chosen, stale) if is_stale]
+
+    def refresh(self, indices: Optional[Iterable[int]] = None) -> List[int]:
+        """Re-read the captions (of `indices`, or all) that changed on disk, e.g. after a
+        conflict; their indices."""
+        changed = self.changed_on_disk(indices)
+        self.reload(changed)
         return changed
+
+    def reload(self, indices: Iterable[int]) -> None:
+        """Re-read the given captions from disk, as they are now."""
+        for i in indices:
+            self._set(i, read_caption(self.captions[i].path))

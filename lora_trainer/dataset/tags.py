@@ -10,7 +10,7 @@ that a caption did not change (and must not be rewritten).
 
 import re
 from collections import Counter
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
 _SPECIAL = re.compile(r"[\\(\[{]")
 _ESCAPED_BRACKET = re.compile(r"\\([()\[\]])")
@@ -32,6 +32,18 @@ def normalized_key(tag: str) -> str:
     """`tag_key` of a tag already normalised (as `parse_tags` returns them): the fast path."""
     key = tag.lower()
     return _ESCAPED_BRACKET.sub(r"\1", key) if "\\" in key else key
+
+
+def tag_keys(tags: Sequence[str]) -> FrozenSet[str]:
+    """The set of `normalized_key`s of tags as `parse_tags` returns them (whitespace already
+    normalised, so no newlines), in one pass over their joined text: the index keeps one such
+    set per caption and rebuilds it on every edit, 5,000 at a time in a batch."""
+    if not tags:
+        return frozenset()
+    joined = "\n".join(tags)
+    if "\\" in joined:
+        return frozenset(map(normalized_key, tags))
+    return frozenset(joined.lower().split("\n"))
 
 
 def _closing(caption: str, start: int) -> int:

@@ -222,3 +222,93 @@ def on_ui_settings():
         shared.OptionInfo("", "Train LoRA: folders allowed when the WebUI is shared (--listen/--share); one per line",
                           section=SETTINGS_SECTION),
     )
+
+
+# --- Tag editor: auto-tagging with the WebUI's own interrogators (issue 7) -------------------
+# Appended as a block so that the code above stays as it is; `A1111Host.autotag` is attached
+# at the end (it can move into the class body at any time).
+
+AUTOTAG_METHODS = ("deepdanbooru", "blip")
+_DEEPBOORU_FLOOR = 0.05  # lower scores are noise at any threshold a person would pick
+_TRAINING_JOB = "train_lora"  # the `shared.state.job` A1111Host.train runs under
+
+
+def _deepbooru_tag_text(tag: str) -> str:
+    """A DeepDanbooru tag written as the WebUI's own settings say (spaces, escaped brackets)."""
+    import re
+
+    if getattr(shared.opts, "deepbooru_use_spaces", True):
+        tag = tag.replace("_", " ")
+    if getattr(shared.opts, "deepbooru_escape", True):
+        tag = re.sub(r"([\\()])", r"\\\1", tag)
+    return tag
+
+
+def _deepbooru_scores(pil_image) -> List:
+    """Every (tag, probability) of one image over the floor: what `deepbooru.tag_multi` computes
+    before it applies the global threshold setting (the tag editor has its own threshold)."""
+    import numpy as np
+    import torch
+    from modules import deepbooru, images
+
+    model = deepbooru.model.model
+    picture = images.resize_image(2, pil_image.convert("RGB"), 512, 512)
+    batch = np.expand_dims(np.array(picture, dtype=np.float32), 0) / 255
+    with torch.no_grad(), devices.autocast():
+        scores = model(torch.from_numpy(batch).to(devices.device))[0].detach().float().cpu().numpy()
+    filtered = {t.strip().replace(" ", "_") for t in (getattr(shared.opts, "deepbooru_filter_tags", "") or "").split(",")}
+    return [(_deepbooru_tag_text(tag), float(score)) for tag, score in zip(model.tags, scores)
+            if score >= _DEEPBOORU_FLOOR and not tag.startswith("rating:") and tag not in filtered]
+
+
+def _autotag(self, images, method: str, progress=None, should_stop=None) -> list:
+    """Host.autotag for the WebUI: under its GPU lock (generation waits, and so do we), never
+    while a LoRA trains, with progress in the WebUI's own bar and its Interrupt honoured."""
+    from lora_trainer.dataset.images import ImageProblem, open_rgb
+
+    if method not in AUTOTAG_METHODS:
+        raise UserError(f"auto-tag method {method!r} is not known; use one of {', '.join(AUTOTAG_METHODS)}")
+    if getattr(shared.state, "job", "") == _TRAINING_JOB:
+        raise UserError("a LoRA is training and holds the GPU: auto-tag when it is done")
+    images = list(images)
+    results: list = []
+    with call_queue.queue_lock:
+        if getattr(shared.state, "job", "") == _TRAINING_JOB:  # started while we waited for the lock
+            raise UserError("a LoRA is training and holds the GPU: auto-tag when it is done")
+        shared.state.begin(job="train_lora_autotag")
+        shared.state.job_count = len(images)
+        try:
+            if getattr(shared.cmd_opts, "lowvram", False) or getattr(shared.cmd_opts, "medvram", False):
+                from modules import lowvram
+
+                lowvram.send_everything_to_cpu()
+                devices.torch_gc()
+            if method == "deepdanbooru":
+                from modules import deepbooru
+
+                deepbooru.model.start()
+                tag, finish = _deepbooru_scores, deepbooru.model.stop
+            else:
+                shared.interrogator.load()
+                tag, finish = (lambda pil: [(shared.interrogator.generate_caption(pil), 1.0)]), shared.interrogator.unload
+            try:
+                for done, path in enumerate(images, start=1):
+                    if (should_stop is not None and should_stop()) or shared.state.interrupted:
+                        break
+                    try:
+                        results.append(tag(open_rgb(path)))
+                    except ImageProblem:
+                        results.append(None)
+                    shared.state.job_no = done
+                    shared.state.textinfo = f"Auto-tagging for the Train LoRA tab: {done}/{len(images)}"
+                    if progress is not None:
+                        progress(done, len(images))
+            finally:
+                finish()
+        finally:
+            shared.state.end()
+            devices.torch_gc()
+    return results
+
+
+A1111Host.autotag = _autotag

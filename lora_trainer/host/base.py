@@ -6,7 +6,7 @@ lock, progress and Lora list.
 """
 
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from lora_trainer.training.events import EventBus
 from lora_trainer.training.trainer import RunResult
@@ -41,3 +41,12 @@ class Host(Protocol):
     @property
     def can_autotag(self) -> bool:
         """Whether interrogators (DeepDanbooru/BLIP) are available."""
+
+    def autotag(self, images: Sequence[Path], method: str, progress: Optional[Callable[[int, int], None]] = None,
+                should_stop: Optional[Callable[[], bool]] = None) -> List[Optional[List[Tuple[str, float]]]]:
+        """Scored tags per image from the host's interrogators, in order: `method` "deepdanbooru"
+        gives `[(tag, probability), ...]` (every tag over a low floor: the caller applies the
+        threshold), "blip" gives `[(caption, 1.0)]`; None for an image that cannot be read.
+        `progress(done, total)` after each image; stops early (a shorter list) once
+        `should_stop()` is true. Raises `UserError` where auto-tagging is not possible (no
+        WebUI, or a training job holds the GPU)."""

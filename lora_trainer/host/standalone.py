@@ -2,9 +2,11 @@
 
 import os
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
+from lora_trainer.errors import UserError
 from lora_trainer.training.events import EventBus
+
 
 
 def default_user_data_dir() -> Path:
@@ -81,3 +83,5 @@ class StandaloneHost:
     def after_save(self, lora_path: Path) -> None:
         pass
 
+    def autotag(self, images: Sequence[Path], method: str, progress=None, should_stop=None) -> list:
+        raise UserError("auto-tagging uses the WebUI's interrogators (DeepDanbooru, BLIP): run the tab inside AUTOMATIC1111")

@@ -29,3 +29,9 @@ def uploaded_path(value):
     if value is None:
         return None
     return getattr(value, "name", value)
+
+
+def gallery_kwargs() -> Dict:
+    """A display-only gallery: gradio 4 would otherwise offer uploads, and encodes its images
+    as WebP by default (JPEG is quicker to make for a page of thumbnails)."""
+    return {} if GRADIO_MAJOR < 4 else {"interactive": False, "format": "jpeg"}

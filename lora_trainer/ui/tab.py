@@ -52,8 +52,8 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
                 field("dataset", "dir")
                 check_button = gr.Button("Check dataset", elem_id="train_lora_check_dataset")
                 dataset_report = gr.Markdown(elem_id="train_lora_dataset_report")
-            with gr.Tab("Tags", elem_id="train_lora_tab_tags"):
-                _tag_editor_place(host)
+            with gr.Tab("Tags", elem_id="train_lora_tab_tags") as tags_tab:
+                tag_editor = _tag_editor_place(host, busy=lambda: controller.jobs.snapshot().active)
             with gr.Tab("Settings", elem_id="train_lora_tab_settings"):
                 with gr.Row():
                     preset = gr.Dropdown(choices=controller.preset_names(), label="Preset", elem_id="train_lora_preset")
@@ -164,6 +164,7 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
                 return [gr.update() for _ in inputs]
             return controller.form_values()
 
+        tag_editor.connect(components[("dataset", "dir")], components[("dataset", "caption_extension")], tags_tab, tab)
         tab.load(on_page_load, outputs=inputs)
         tab.load(on_poll, inputs=[seen_version, grid_prompts],
                  outputs=[progress, loss_image, samples, log, output_path, start_button, stop_button, resume_button, seen_version,
@@ -172,12 +173,8 @@ def build_tab(host, controller: TabController = None) -> gr.Blocks:
     return tab
 
 
-def _tag_editor_place(host) -> None:
-    """The tag editor lives here (its own module once built); until then, say where to edit tags."""
-    try:
-        from lora_trainer.ui.tag_editor import build_tag_editor
-    except ImportError:
-        gr.Markdown("Edit captions with `python -m lora_trainer tags ...` for now; the in-tab tag editor comes here.",
-                    elem_id="train_lora_tags_placeholder")
-        return
-    build_tag_editor(host)
+def _tag_editor_place(host, busy):
+    """The tag editor (Tags sub-tab); `busy` tells it a training job holds the GPU."""
+    from lora_trainer.ui.tag_editor import build_tag_editor
+
+    return build_tag_editor(host, busy=busy)

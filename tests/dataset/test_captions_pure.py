@@ -265,3 +265,27 @@ def test_no_edit_without_an_undo_record(tmp_path):
     with pytest.raises(DatasetError, match="nothing was changed"):
         DatasetIndex.load(root).add("y")
     assert (folder / "a.txt").read_bytes() == b"x"
+
+
+def test_redo_writes_again_what_undo_reverted_and_a_new_edit_ends_it(tmp_path):
+    root, folder = make(tmp_path, {"a": b"x\n", "b": None})
+    index = DatasetIndex.load(root)
+    index.add("one")
+    index.add("two")
+    index.undo()
+    index.undo()
+    assert (folder / "a.txt").read_bytes() == b"x\n" and not (folder / "b.txt").exists()
+    # a fresh process redoes in the order undone: "one" first, and recreates the file it had created
+    report = DatasetIndex.load(root).redo()
+    assert "one" in report.action and (folder / "a.txt").read_bytes() == b"x, one\n"
+    assert (folder / "b.txt").read_bytes() == b"one"
+    index = DatasetIndex.load(root)
+    (folder / "b.txt").write_bytes(b"hand edit")  # changed after the undo it would redo
+    report = index.redo()
+    assert report.conflicts == [folder / "b.txt"] and (folder / "a.txt").read_bytes() == b"x, one, two\n"
+    assert (folder / "b.txt").read_bytes() == b"hand edit"
+    index.undo()  # a redone step can be undone again
+    assert (folder / "a.txt").read_bytes() == b"x, one\n"
+    DatasetIndex.load(root).add("three")  # a new edit: nothing left to redo
+    with pytest.raises(DatasetError, match="nothing to redo"):
+        DatasetIndex.load(root).redo()

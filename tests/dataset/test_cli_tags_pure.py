@@ -65,6 +65,8 @@ def test_add_remove_replace_undo_with_filter(tmp_path):
     assert (root / "1_other" / "d.txt").read_bytes() == b"\xff\xfeweird"
     code, out, err = cli("undo", root)
     assert code == 2 and "nothing to undo" in err
+    code, out, err = cli("redo", root)
+    assert code == 0 and "redo" in out and (root / "10_name" / "a.txt").read_text() == "trigger, 1girl, red hair, smile\n"
     assert {k: v for k, v in snapshot(root).items() if not k.endswith(".txt")} == images_before
 
 

@@ -112,3 +112,11 @@ def test_training_caption_rejects_bad_rates_and_falls_back_to_class_token():
     assert fallback_caption("", "mychar") == "mychar"
     assert fallback_caption(None, "mychar") == "mychar"
     assert fallback_caption("a, b", "mychar") == "a, b"
+
+
+def test_tag_keys_is_the_set_of_normalized_keys():
+    from lora_trainer.dataset.tags import normalized_key, parse_tags, tag_keys
+
+    for caption in ("Red Hair, smile, SMILE", r"poster \(object\), (masterpiece:1.2), a", "", "single"):
+        tags = parse_tags(caption)
+        assert tag_keys(tags) == frozenset(map(normalized_key, tags))
