@@ -87,7 +87,7 @@ def _progress(page) -> str:
     return page.locator("#train_lora_progress").last.inner_text()
 
 
-def _wait(page, predicate, seconds=120, what="condition"):
+def _wait(page, predicate, seconds=300, what="condition"):
     deadline = time.time() + seconds
     while time.time() < deadline:
         text = _progress(page)
