@@ -185,6 +185,9 @@ class A1111Host:
                         p.close()
         return images
 
+    def autotag(self, images, method: str, progress=None, should_stop=None) -> list:
+        return _autotag(images, method, progress, should_stop)
+
     def after_save(self, lora_path: Path) -> None:
         """Make the card and `<lora:name:w>` work now; give the card a preview if training made none."""
         lora_path = Path(lora_path)
@@ -224,9 +227,7 @@ def on_ui_settings():
     )
 
 
-# --- Tag editor: auto-tagging with the WebUI's own interrogators (issue 7) -------------------
-# Appended as a block so that the code above stays as it is; `A1111Host.autotag` is attached
-# at the end (it can move into the class body at any time).
+# --- Tag editor: auto-tagging with the WebUI's own interrogators --------------------------------
 
 AUTOTAG_METHODS = ("deepdanbooru", "blip")
 _DEEPBOORU_FLOOR = 0.05  # lower scores are noise at any threshold a person would pick
@@ -261,7 +262,7 @@ def _deepbooru_scores(pil_image) -> List:
             if score >= _DEEPBOORU_FLOOR and not tag.startswith("rating:") and tag not in filtered]
 
 
-def _autotag(self, images, method: str, progress=None, should_stop=None) -> list:
+def _autotag(images, method: str, progress=None, should_stop=None) -> list:
     """Host.autotag for the WebUI: under its GPU lock (generation waits, and so do we), never
     while a LoRA trains, with progress in the WebUI's own bar and its Interrupt honoured."""
     from lora_trainer.dataset.images import ImageProblem, open_rgb
@@ -310,5 +311,3 @@ def _autotag(self, images, method: str, progress=None, should_stop=None) -> list
             devices.torch_gc()
     return results
 
-
-A1111Host.autotag = _autotag
