@@ -3,6 +3,12 @@
 For the tiny models and an SD1.5-shaped UNet (random weights) at 64 px. "Overhead" is the
 share of a full `Loop.step()` spent outside UNet forward/backward and the optimizer step;
 FLOP efficiency is the step's counted FLOPs per second over a matmul's FLOP/s in this run.
+
+Beside it, the roofline: a LoRA step must read every frozen weight at least twice (forward,
+and backward for the input gradient), so `2 x weight bytes / read bandwidth` (measured here) is
+a floor on its time; the step's FLOPs over `max(floor, FLOPs / matmul peak)` is the efficiency
+against what this machine allows for that step. At 64 px and batch 1 the UNet's deepest levels
+are 2x2 and 1x1, so the floor, not arithmetic, sets the pace.
 """
 
 import random
@@ -34,6 +40,19 @@ def _matmul_flops_per_s() -> float:
     for _ in range(runs):
         a @ b
     return 2 * 1024 ** 3 * runs / (time.perf_counter() - start)
+
+
+def _read_bytes_per_s() -> float:
+    big = torch.ones(64 * 2**20)  # 256 MiB: far beyond the caches
+    big.sum()
+    start, runs = time.perf_counter(), 5
+    for _ in range(runs):
+        big.sum()
+    return big.numel() * big.element_size() * runs / (time.perf_counter() - start)
+
+
+def _frozen_bytes(bundle) -> int:
+    return sum(p.numel() * p.element_size() for p in bundle.unet.parameters() if not p.requires_grad)
 
 
 def _loop(bundle, root: Path, batch_size: int = 1):
@@ -86,10 +105,14 @@ def _measure(name: str, bundle, steps: int, batch_size: int = 1) -> list:
         finally:
             adapters.remove()
     peak = _matmul_flops_per_s()
+    floor = 2 * _frozen_bytes(bundle) / _read_bytes_per_s()
+    attainable = max(floor, flops / peak)
     return [
         Result(f"{name}: seconds per step", round(per_step, 4), "s"),
         below(f"{name}: share of step outside fwd/bwd/optimizer", 100.0 * max(0.0, per_step - compute) / per_step, "%", 5.0),
         above(f"{name}: FLOP efficiency vs matmul", 100.0 * (flops / compute) / peak, "%", 50.0),
+        Result(f"{name}: weight-read floor per step", round(floor, 4), "s"),
+        Result(f"{name}: FLOP efficiency vs roofline", round(100.0 * attainable / compute, 1), "%"),
         Result(f"{name}: peak RSS", round(peak_rss_bytes() / 2**20, 1), "MiB"),
     ]
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def build_app(host):
     """The tab as its own app, with the extension's style.css and JS that A1111 would inject."""
-    from lora_trainer.ui.compat import js
+    from lora_trainer.ui.compat import js, queue_kwargs
     from lora_trainer.ui.tab import build_tab
 
     app = build_tab(host)
@@ -40,7 +40,7 @@ def build_app(host):
         code = "\n".join(script.read_text(encoding="utf-8") for script in scripts)
         with app:
             app.load(None, **js("() => { " + code + " }"))
-    return app.queue()
+    return app.queue(**queue_kwargs(4))  # every open page polls once a second; clicks must not wait behind that
 
 
 def _ui(args) -> int:

@@ -35,3 +35,8 @@ def gallery_kwargs() -> Dict:
     """A display-only gallery: gradio 4 would otherwise offer uploads, and encodes its images
     as WebP by default (JPEG is quicker to make for a page of thumbnails)."""
     return {} if GRADIO_MAJOR < 4 else {"interactive": False, "format": "jpeg"}
+
+
+def queue_kwargs(workers: int) -> Dict:
+    """`Blocks.queue(...)` with `workers` handlers at once (polling must not hold up a click)."""
+    return {"concurrency_count": workers} if GRADIO_MAJOR < 4 else {"default_concurrency_limit": workers}
