@@ -35,7 +35,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(WEBUI is None or not CKPT, reason="set A1111_WEBUI_DIR and A1111_CKPT to run inside a real WebUI")
+pytestmark = [pytest.mark.skipif(WEBUI is None or not CKPT, reason="set A1111_WEBUI_DIR and A1111_CKPT to run inside a real WebUI"),
+              pytest.mark.timeout(3600)]
 
 
 def _python() -> str:
@@ -193,6 +194,9 @@ def _fill_form(page, dataset: Path, name: str, steps: int) -> None:
     page.locator("#train_lora_advanced").get_by_text("Advanced").first.click()
     _set(page, "train_lora_dataset_min_bucket_reso", 64)
     _set(page, "train_lora_dataset_max_bucket_reso", 128)
+    _set(page, "train_lora_sample_every_steps", steps)  # a sample of the final weights becomes the card's preview
+    _set(page, "train_lora_sample_steps", 2)
+    _set(page, "train_lora_sample_prompts", "tinychar, red circle")
     page.locator("#train_lora_tabs .tab-nav button", has_text="Train").first.click()
 
 
