@@ -91,7 +91,11 @@ class JsonEvents:
 
 
 class TensorBoardWriter:
-    """Loss, lr, it/s and sample images as TensorBoard events in `logs_dir` (optional dependency)."""
+    """Loss, lr, it/s and sample images as TensorBoard events in `logs_dir` (optional dependency).
+
+    Scalars `loss`, `lr`, `it_per_s` per step; images `sample_<n>` (one per prompt) at each sample
+    step. Created by the trainer when `[output] tensorboard = true`, on rank 0 only.
+    """
 
     def __init__(self, logs_dir: Path):
         try:
@@ -118,4 +122,6 @@ class TensorBoardWriter:
                 self.writer.add_image(f"sample_{index}", np.asarray(image), data["step"], dataformats="HWC")
         elif event.kind == "done":
             self.writer.flush()
-            self.writer.close()
+
+    def close(self) -> None:
+        self.writer.close()
