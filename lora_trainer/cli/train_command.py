@@ -72,6 +72,11 @@ def _train(args) -> int:
     if args.num_processes > 1 and launched == 1:
         from lora_trainer.cli.launch import launch_processes
 
+        if args.resume:
+            from lora_trainer.training.state import check_world_size, read_run_state
+
+            check_world_size(read_run_state(args.resume), args.resume, args.num_processes)
+
         return launch_processes(config, args.num_processes, worker_argv(args))
     return _run(args, config)
 

@@ -98,6 +98,23 @@ def save_state(folder: Path, adapters_tensors: Dict[str, torch.Tensor], optimize
     return folder
 
 
+def read_run_state(folder: Path) -> RunState:
+    """The step, RNG states and data order of a state folder (state.json only)."""
+    path = Path(folder) / "state.json"
+    if not path.is_file():
+        raise UserError(f"{folder} is not a resumable state folder (no state.json); "
+                        f"point --resume at the run's state folder in its logs_dir")
+    return RunState(**json.loads(path.read_text()))
+
+
+def check_world_size(state: RunState, folder: Path, world_size: int) -> None:
+    """A state resumes only with the number of processes that saved it: its batches are theirs."""
+    if state.world_size != world_size:
+        saved = f"{state.world_size} process" + ("es" if state.world_size != 1 else "")
+        raise UserError(f"{folder} was saved by a run of {saved}; resume it with as many "
+                        f"(train --num-processes {state.world_size}), not {world_size}")
+
+
 def load_state(folder: Path):
     """(adapter tensors, optimizer+scheduler state dicts, RunState) of a state folder."""
     from safetensors.torch import load_file

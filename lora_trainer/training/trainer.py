@@ -33,8 +33,8 @@ from lora_trainer.training.distributed import Processes, SingleProcess, pick_dev
 from lora_trainer.training.events import EventBus, Listener
 from lora_trainer.training.optim import build_optimizer, build_scheduler
 from lora_trainer.training.outputs import OutputWriter
-from lora_trainer.training.state import (RunState, capture_rng, load_state, process_rng, restore_process_rng, restore_rng,
-                                         save_state)
+from lora_trainer.training.state import (RunState, capture_rng, check_world_size, load_state, process_rng,
+                                         restore_process_rng, restore_rng, save_state)
 
 __all__ = ["train", "RunResult", "RunContext", "Loop", "run_loop", "pick_device", "total_steps"]
 
@@ -303,9 +303,7 @@ class Loop:
 
     def restore(self, folder: Path) -> None:
         tensors, optim, state = load_state(folder)
-        if state.world_size != self.processes.world_size:
-            raise UserError(f"{folder} was saved by a run of {state.world_size} process(es); resume it with as many "
-                            f"(train --num-processes {state.world_size}), not {self.processes.world_size}")
+        check_world_size(state, folder, self.processes.world_size)
         self.adapters.load_state_dict(tensors)
         self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
