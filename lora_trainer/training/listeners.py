@@ -56,7 +56,9 @@ class ConsoleProgress:
         if self.quiet:
             return
         if event.kind == "start":
-            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {data.get('device')}")
+            processes = int(data.get("processes", 1))
+            where = f"{data.get('device')}" + (f" (x {processes} processes)" if processes > 1 else "")
+            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {where}")
             if self.tty:
                 from tqdm import tqdm
 

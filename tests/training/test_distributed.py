@@ -74,6 +74,7 @@ def _adam_first_moments(state_dir: Path) -> dict:
     return {str(index): entry["exp_avg"] for index, entry in saved.items()}
 
 
+@pytest.mark.both_profiles  # accelerate 0.21 (A1111) and 0.31 (Forge)
 def test_one_two_process_step_equals_one_single_process_step_on_the_same_global_batch(make_config, tmp_path):
     options = {"max_steps": 1, "max_grad_norm": 0.0}  # no clipping: the averaged gradient itself is compared
     single = _config(make_config, tmp_path / "single", **options, batch_size=2)
@@ -163,3 +164,33 @@ def test_an_error_on_one_rank_ends_every_process(make_config, tmp_path):
     assert run.returncode != 0
     assert "rank 1 failed on purpose" in run.stderr
     assert not (tmp_path / "failing" / "tiny.safetensors").exists()
+
+
+@pytest.mark.both_profiles
+def test_the_shortcut_is_accelerate_launch_with_the_same_train_arguments():
+    from accelerate.commands.launch import launch_command_parser
+
+    from lora_trainer.__main__ import build_parser
+    from lora_trainer.cli.train_command import worker_argv
+
+    argv = ["train", "run.toml", "--set", "train.max_steps=5", "--set", "train.seed=1", "--preset", "SD1.5 character",
+            "--resume", "state", "--quiet", "--json-events"]
+    args = build_parser().parse_args(argv + ["--num-processes", "4"])
+    assert worker_argv(args) == argv  # each process runs the same command, without --num-processes
+
+    from lora_trainer.cli.launch import accelerate_argv
+
+    launch = launch_command_parser().parse_args(accelerate_argv(4, 29511, worker_argv(args)))
+    assert (launch.multi_gpu, launch.num_processes, launch.main_process_port, launch.module) == (True, 4, 29511, True)
+    assert [launch.training_script, *launch.training_script_args] == ["lora_trainer", *argv]
+
+
+def test_the_run_exit_code_is_rank_0s_else_the_first_failed_rank():
+    from types import SimpleNamespace
+
+    from lora_trainer.cli.launch import exit_code_of
+
+    assert exit_code_of({0: SimpleNamespace(exitcode=3)}) == 3
+    assert exit_code_of({1: SimpleNamespace(exitcode=2), 0: SimpleNamespace(exitcode=1)}) == 1
+    assert exit_code_of({1: SimpleNamespace(exitcode=2)}) == 2
+    assert exit_code_of({1: SimpleNamespace(exitcode=-9)}) == 1  # killed by a signal
