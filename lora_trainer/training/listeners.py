@@ -53,6 +53,10 @@ class ConsoleProgress:
         if event.kind in ("warning", "error"):
             self._print(f"{event.kind}: {data.get('message', '')}")
             return
+        if event.kind == "done":
+            self._close_bar()
+            self._print(f"{data.get('status', 'done')}: {data.get('output') or ''}".rstrip(": "))
+            return
         if self.quiet:
             return
         if event.kind == "start":
@@ -74,11 +78,11 @@ class ConsoleProgress:
             self._print(f"saved {data.get('path')}")
         elif event.kind == "sample":
             self._print(f"samples at step {data.get('step')}: {', '.join(data.get('paths', []))}")
-        elif event.kind == "done":
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-            self._print(f"{data.get('status', 'done')}: {data.get('output') or ''}".rstrip(": "))
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class JsonEvents:

@@ -79,4 +79,5 @@ def test_ctrl_c_saves_a_state_exits_3_and_resume_finishes(tmp_path, base_models,
     resumed = _run("train", config, "--resume", state, "--set", "train.max_steps=" + str(json.loads((state / "state.json").read_text())["step"] + 2), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "out" / "cli.safetensors").is_file()
+    assert "step " not in resumed.stderr and "done: " in resumed.stderr  # --quiet: the result, no progress
 
