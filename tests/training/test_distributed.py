@@ -81,6 +81,7 @@ def test_one_two_process_step_equals_one_single_process_step_on_the_same_global_
     reference = train(single)
 
     double = _config(make_config, tmp_path / "ddp", **options, batch_size=1)
+    double.sample.every_steps, double.sample.prompts, double.sample.steps = 1, ["tinychar, red circle"], 1
     run = _cli("train", save_config(tmp_path / "ddp.toml", double), "--num-processes", "2", "--json-events")
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -89,6 +90,7 @@ def test_one_two_process_step_equals_one_single_process_step_on_the_same_global_
     assert kinds.count("start") == 1 and kinds.count("done") == 1, kinds  # one reporter, not one per process
     assert events[0]["processes"] == 2 and events[-1]["status"] == "done"
     assert sorted(p.name for p in (tmp_path / "ddp").glob("*.safetensors")) == ["tiny.safetensors"]
+    assert kinds.count("sample") == 1 and sorted(p.name for p in (double.logs_dir / "samples").iterdir()) == ["step000001_0.png"]
     assert _losses(double) == pytest.approx(_losses(single), rel=1e-5)  # global-batch mean, one line per step
 
     single_weights, ddp_weights = load_file(str(reference.output)), load_file(str(tmp_path / "ddp" / "tiny.safetensors"))
