@@ -16,6 +16,8 @@ last micro-batch of a step one flat all-reduce (`Accelerator.reduce`, sum) adds 
 gradients. The sum is then exactly the gradient of the global-batch mean, also when the shards are
 uneven, and every rank takes the same optimizer step. With GradScaler the scaled gradients are
 summed before unscaling, so every rank sees the same inf/NaN and skips or steps together.
+The price is no overlap of communication with the backward pass, small for adapter-sized
+gradients (one all-reduce per optimizer step; accumulation micro-batches communicate nothing).
 """
 
 import os
