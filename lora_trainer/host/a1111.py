@@ -129,6 +129,7 @@ class A1111Host:
         return [Path(shared.data_path).resolve(), Path.home().resolve()]
 
     def train(self, config, events: EventBus, should_stop: Callable[[], bool], resume: Optional[Path] = None):
+        from lora_trainer.training.distributed import SingleProcess, pick_device
         from lora_trainer.training.trainer import train
 
         with call_queue.queue_lock:
@@ -151,7 +152,9 @@ class A1111Host:
                         return "the WebUI's checkpoint was changed or unloaded during training"
                     return None
 
-                return train(config, bundle=bundle, events=events, should_stop=stop, check_model=model_changed, resume=resume)
+                alone = SingleProcess(pick_device(config.train.device))  # the WebUI's process, whatever its environment says
+                return train(config, bundle=bundle, events=events, should_stop=stop, check_model=model_changed, resume=resume,
+                             processes=alone)
             finally:
                 shared.state.end()
                 devices.torch_gc()

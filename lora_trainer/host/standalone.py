@@ -54,10 +54,12 @@ class StandaloneHost:
         return self._bundle[1]
 
     def train(self, config, events: EventBus, should_stop: Callable[[], bool], resume: Optional[Path] = None):
+        from lora_trainer.training.distributed import SingleProcess, pick_device
         from lora_trainer.training.trainer import train
 
         bundle = self._load(config)
-        return train(config, bundle=bundle, events=events, should_stop=should_stop, resume=resume)
+        alone = SingleProcess(pick_device(config.train.device))  # the tab trains in its own process, never under a launcher
+        return train(config, bundle=bundle, events=events, should_stop=should_stop, resume=resume, processes=alone)
 
     def render_grid(self, lora_path: Path, prompts: List[str], strengths: List[float], seed: int, steps: int, size: int,
                     checkpoint: Optional[str] = None) -> list:

@@ -53,8 +53,11 @@ def _s(value: Any) -> str:
 def lora_metadata(config, *, family: str, prediction_type: str, output_name: str, data: DatasetFacts,
                   started_at: float, finished_at: float, steps: int, epoch: int, total_steps: int,
                   base_model_name: str = "", base_model_sha256: str = "", base_model_legacy_hash: str = "",
-                  trigger: str = "") -> Dict[str, str]:
-    """Every `ss_*` and `modelspec.*` key for a LoRA trained with `config` (a TrainConfig)."""
+                  trigger: str = "", num_processes: int = 1) -> Dict[str, str]:
+    """Every `ss_*` and `modelspec.*` key for a LoRA trained with `config` (a TrainConfig).
+
+    `num_processes`: data-parallel processes; kohya's total batch is per-device batch x processes x accumulation.
+    """
     v_pred = prediction_type == "v_prediction"
     module, args = network_module_and_args(config.network)
     train, dataset, network = config.train, config.dataset, config.network
@@ -100,7 +103,7 @@ def lora_metadata(config, *, family: str, prediction_type: str, output_name: str
         "ss_gradient_checkpointing": _s(train.gradient_checkpointing),
         "ss_gradient_accumulation_steps": _s(train.grad_accum),
         "ss_batch_size_per_device": _s(train.batch_size),
-        "ss_total_batch_size": _s(train.batch_size * train.grad_accum),
+        "ss_total_batch_size": _s(train.batch_size * num_processes * train.grad_accum),
         "ss_mixed_precision": train.mixed_precision,
         "ss_seed": _s(train.seed),
         "ss_min_snr_gamma": _s(train.min_snr_gamma),

@@ -36,6 +36,11 @@ class EventBus:
     def add(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
+    def remove(self, listener: Listener) -> None:
+        """Detach `listener` (no error if it is gone already, e.g. dropped after a failure)."""
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
     def emit(self, kind: str, **data: Any) -> Event:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")

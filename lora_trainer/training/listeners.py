@@ -53,10 +53,16 @@ class ConsoleProgress:
         if event.kind in ("warning", "error"):
             self._print(f"{event.kind}: {data.get('message', '')}")
             return
+        if event.kind == "done":
+            self._close_bar()
+            self._print(f"{data.get('status', 'done')}: {data.get('output') or ''}".rstrip(": "))
+            return
         if self.quiet:
             return
         if event.kind == "start":
-            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {data.get('device')}")
+            processes = int(data.get("processes", 1))
+            where = f"{data.get('device')}" + (f" (x {processes} processes)" if processes > 1 else "")
+            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {where}")
             if self.tty:
                 from tqdm import tqdm
 
@@ -72,11 +78,11 @@ class ConsoleProgress:
             self._print(f"saved {data.get('path')}")
         elif event.kind == "sample":
             self._print(f"samples at step {data.get('step')}: {', '.join(data.get('paths', []))}")
-        elif event.kind == "done":
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-            self._print(f"{data.get('status', 'done')}: {data.get('output') or ''}".rstrip(": "))
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class JsonEvents:
@@ -91,7 +97,11 @@ class JsonEvents:
 
 
 class TensorBoardWriter:
-    """Loss, lr, it/s and sample images as TensorBoard events in `logs_dir` (optional dependency)."""
+    """Loss, lr, it/s and sample images as TensorBoard events in `logs_dir` (optional dependency).
+
+    Scalars `loss`, `lr`, `it_per_s` per step; images `sample_<n>` (one per prompt) at each sample
+    step. Created by the trainer when `[output] tensorboard = true`, on rank 0 only.
+    """
 
     def __init__(self, logs_dir: Path):
         try:
@@ -118,4 +128,6 @@ class TensorBoardWriter:
                 self.writer.add_image(f"sample_{index}", np.asarray(image), data["step"], dataformats="HWC")
         elif event.kind == "done":
             self.writer.flush()
-            self.writer.close()
+
+    def close(self) -> None:
+        self.writer.close()

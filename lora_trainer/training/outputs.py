@@ -40,10 +40,14 @@ class OutputWriter:
     def samples_dir(self) -> Path:
         return self.logs_dir / "samples"
 
-    def check_writable(self) -> None:
-        """Fail before training, not after: an existing file, or a folder we cannot write."""
+    def check_target(self) -> None:
+        """Fail before training, not after, if the LoRA file exists and may not be replaced (reads only)."""
         if self.final_path.exists() and not self.overwrite:
             raise UserError(f"{self.final_path} already exists; choose another output name, or set output.overwrite = true")
+
+    def check_writable(self) -> None:
+        """`check_target`, then create the folders (a folder we cannot write fails now too)."""
+        self.check_target()
         for folder in (self.dir, self.logs_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,10 @@ A state folder holds `adapters.safetensors` (the trainable tensors), `optimizer.
 and scheduler state dicts, read back with `weights_only=True`) and `state.json` (step, RNG
 states, data order, the config it was made with). It is written to a temp folder and renamed
 into place, so an interrupted save never leaves a half state.
+
+A multi-process run writes one state (rank 0 writes it): the trainer's own generators are the same
+on every rank, the global RNGs (dropout) are kept per rank in `rank_rngs`, and `world_size`
+says how many processes it needs to resume.
 """
 
 import json
@@ -29,7 +33,9 @@ class RunState:
     order: List[List[int]] = field(default_factory=list)  # this epoch's batches (item indices)
     torch_rng: Optional[List[int]] = None
     python_rng: Optional[Any] = None
-    torch_global_rng: Optional[List[int]] = None  # dropout layers draw from torch's global generator
+    torch_global_rng: Optional[List[int]] = None  # states saved before `rank_rngs`: the one process's global RNG
+    rank_rngs: List[Dict[str, List[int]]] = field(default_factory=list)  # per rank: global CPU (and CUDA) RNG
+    world_size: int = 1  # processes of the run that saved it; a resume needs as many
     losses: List[float] = field(default_factory=list)  # recent losses, for the UI's plot after a resume
     config: Dict[str, Any] = field(default_factory=dict)
 
@@ -45,6 +51,24 @@ def restore_rng(generator: torch.Generator, rng: random.Random, state: RunState)
     if state.python_rng is not None:
         version, internal, gauss = state.python_rng
         rng.setstate((version, tuple(internal), gauss))
+
+
+def process_rng(device: torch.device) -> Dict[str, List[int]]:
+    """This process's global RNG states, which dropout draws from: the CPU's, and its CUDA device's."""
+    saved = {"cpu": torch.get_rng_state().tolist()}
+    if device.type == "cuda":
+        saved["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return saved
+
+
+def restore_process_rng(state: RunState, rank: int, device: torch.device) -> None:
+    if state.rank_rngs:
+        saved = state.rank_rngs[rank]
+        torch.set_rng_state(torch.tensor(saved["cpu"], dtype=torch.uint8))
+        if "cuda" in saved and device.type == "cuda":
+            torch.cuda.set_rng_state(torch.tensor(saved["cuda"], dtype=torch.uint8), device)
+    elif state.torch_global_rng is not None:
+        torch.set_rng_state(torch.tensor(state.torch_global_rng, dtype=torch.uint8))
 
 
 def _jsonable(value):
@@ -72,6 +96,23 @@ def save_state(folder: Path, adapters_tensors: Dict[str, torch.Tensor], optimize
     if old.exists():
         shutil.rmtree(old)
     return folder
+
+
+def read_run_state(folder: Path) -> RunState:
+    """The step, RNG states and data order of a state folder (state.json only)."""
+    path = Path(folder) / "state.json"
+    if not path.is_file():
+        raise UserError(f"{folder} is not a resumable state folder (no state.json); "
+                        f"point --resume at the run's state folder in its logs_dir")
+    return RunState(**json.loads(path.read_text()))
+
+
+def check_world_size(state: RunState, folder: Path, world_size: int) -> None:
+    """A state resumes only with the number of processes that saved it: its batches are theirs."""
+    if state.world_size != world_size:
+        saved = f"{state.world_size} process" + ("es" if state.world_size != 1 else "")
+        raise UserError(f"{folder} was saved by a run of {saved}; resume it with as many "
+                        f"(train --num-processes {state.world_size}), not {world_size}")
 
 
 def load_state(folder: Path):

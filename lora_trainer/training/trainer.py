@@ -3,14 +3,23 @@
 `train(config)` loads (or is given) the base model, prepares the data, injects adapters,
 runs the optimisation with the model's own noise schedule, saves intermediate files and a
 resumable state, and always removes the adapters again, whatever happens.
+
+Under a launcher (`accelerate launch`, `train --num-processes N`) the same loop runs data-parallel:
+every rank walks the same order of global batches (batch_size x N items, the per-device
+convention of kohya and accelerate), draws the randomness of the whole global batch (flips,
+caption augmentation, noise, timesteps) from the same seeded streams and trains on its own
+strided slice of it. So an item gets the same noise and timestep whichever rank trains it, and a
+single process is the N = 1 case of the same code. Gradients are summed across ranks (see
+`training.distributed`); only rank 0 writes files and reports events.
 """
 
 import math
 import random
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -20,10 +29,14 @@ from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
 from lora_trainer.training import loss as losses
 from lora_trainer.training import noise as noises
 from lora_trainer.training.data import TrainItem, collate_latents, epoch_batches, steps_per_epoch
-from lora_trainer.training.events import EventBus
+from lora_trainer.training.distributed import Processes, SingleProcess, pick_device, processes_for, stop_on_signals
+from lora_trainer.training.events import EventBus, Listener
 from lora_trainer.training.optim import build_optimizer, build_scheduler
 from lora_trainer.training.outputs import OutputWriter
-from lora_trainer.training.state import RunState, capture_rng, load_state, restore_rng, save_state
+from lora_trainer.training.state import (RunState, capture_rng, check_world_size, load_state, process_rng,
+                                         restore_process_rng, restore_rng, save_state)
+
+__all__ = ["train", "RunResult", "RunContext", "Loop", "run_loop", "pick_device", "total_steps"]
 
 NAN_ADVICE = (
     "the loss became NaN/inf. Likely causes: a learning rate that is too high, fp16 overflow "
@@ -62,22 +75,17 @@ class RunContext:
     output: OutputWriter
     should_stop: Callable[[], bool]
     check_model: Callable[[], Optional[str]]
+    processes: Optional[Processes] = None  # None: this process alone
+
+    def __post_init__(self):
+        self.processes = self.processes or SingleProcess(self.device)
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested and requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():  # ROCm builds report as CUDA too
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def total_steps(config, items: List[TrainItem]) -> int:
+def total_steps(config, items: List[TrainItem], world_size: int = 1) -> int:
+    """Optimizer steps of the run; an epoch has fewer of them when N processes share each step."""
     if config.train.max_steps and config.train.max_steps > 0:
         return int(config.train.max_steps)
-    return int(config.train.epochs) * steps_per_epoch(items, config.train.batch_size, config.train.grad_accum)
+    return int(config.train.epochs) * steps_per_epoch(items, config.train.batch_size * world_size, config.train.grad_accum)
 
 
 def autocast_precision(requested: str, weight_dtype: torch.dtype) -> str:
@@ -159,12 +167,23 @@ def _unet_kwargs(bundle, batch: List[TrainItem], cond, device, dtype) -> Dict:
     return kwargs
 
 
+@dataclass
+class Draws:
+    """The randomness of one global micro-batch, one entry per item (every rank draws all of it)."""
+
+    flips: List[bool]
+    captions: List[str]
+    noise: torch.Tensor  # [B, C, h, w] on the CPU
+    timesteps: torch.Tensor  # [B] on the CPU
+
+
 class Loop:
     """One run's optimisation state and step function (kept small; `train` drives it)."""
 
     def __init__(self, ctx: RunContext, adapters: AdapterSet, total: int):
         config, bundle = ctx.config, ctx.bundle
         self.ctx, self.adapters, self.total = ctx, adapters, total
+        self.processes: Processes = ctx.processes
         self.seed = int(config.train.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rng = random.Random(self.seed)
@@ -189,25 +208,43 @@ class Loop:
         while state.position >= len(state.order):
             if state.order:
                 state.epoch += 1
-            state.order = epoch_batches(self.ctx.items, int(self.ctx.config.train.batch_size), self.rng)
+            global_batch = int(self.ctx.config.train.batch_size) * self.processes.world_size
+            state.order = epoch_batches(self.ctx.items, global_batch, self.rng)
             state.position = 0
         batch = state.order[state.position]
         state.position += 1
         return batch
 
     # --- one micro-batch -----------------------------------------------------------------
-    def micro_loss(self, indices: List[int]) -> torch.Tensor:
-        ctx, config, bundle = self.ctx, self.ctx.config, self.ctx.bundle
-        items = [ctx.items[i] for i in indices]
+    def draw(self, items: Sequence[TrainItem]) -> Draws:
+        """Flips, captions, noise and timesteps for a whole global micro-batch, in the order a
+        single process has always drawn them (so N = 1 is unchanged); on the CPU, so that the
+        values do not depend on the device either."""
+        config = self.ctx.config
         flips = [bool(config.dataset.flip) and self.rng.random() < 0.5 for _ in items]
         captions = [training_caption(item.caption, self.augment, self.rng) for item in items]
-        dtype = next(bundle.unet.parameters()).dtype
-        latents = collate_latents(items, flips).to(ctx.device)
-        noise = noises.sample_noise(latents, self.generator, float(config.train.noise_offset),
+        shape = (len(items),) + tuple(items[0].latents[False].shape)  # a batch shares one bucket
+        noise = noises.sample_noise(torch.empty(shape), self.generator, float(config.train.noise_offset),
                                     int(config.train.multires_noise_iterations),
                                     float(config.train.multires_noise_discount))
         low, high = int(config.train.timestep_min), int(config.train.timestep_max)
-        timesteps = noises.sample_timesteps(len(items), self.generator, low, high, "cpu").to(ctx.device)
+        timesteps = noises.sample_timesteps(len(items), self.generator, low, high, "cpu")
+        return Draws(flips, captions, noise, timesteps)
+
+    def micro_loss(self, indices: List[int]) -> Optional[torch.Tensor]:
+        """This rank's share of the global micro-batch's mean loss: the sum over its items divided
+        by the global batch size (summed over ranks, that is the mean). None: no item here."""
+        ctx, config, bundle = self.ctx, self.ctx.config, self.ctx.bundle
+        draws = self.draw([ctx.items[i] for i in indices])
+        mine = self.processes.shard(len(indices))
+        if not mine:
+            return None
+        items = [ctx.items[indices[p]] for p in mine]
+        captions = [draws.captions[p] for p in mine]
+        dtype = next(bundle.unet.parameters()).dtype
+        latents = collate_latents(items, [draws.flips[p] for p in mine]).to(ctx.device)
+        noise = draws.noise[mine].to(ctx.device)
+        timesteps = draws.timesteps[mine].to(ctx.device)
         scheduler = bundle.noise_scheduler
         noisy = scheduler.add_noise(latents, noise, timesteps)
         target = losses.training_target(scheduler, latents, noise, timesteps)
@@ -223,7 +260,7 @@ class Loop:
         prior = float(config.dataset.prior_loss_weight)
         if prior != 1.0:
             per_sample = per_sample * torch.tensor([prior if item.is_reg else 1.0 for item in items], device=per_sample.device)
-        return per_sample.mean()
+        return per_sample.sum() / len(indices)
 
     def _autocast(self):
         if self.precision in ("fp16", "bf16"):
@@ -233,15 +270,24 @@ class Loop:
 
     # --- one optimizer step --------------------------------------------------------------
     def step(self) -> float:
+        """One optimizer step over `grad_accum` global micro-batches; the global mean loss (NaN: stop)."""
         accum = int(self.ctx.config.train.grad_accum)
         total = 0.0
         for _ in range(accum):
-            loss = self.micro_loss(self.next_batch()) / accum
+            loss = self.micro_loss(self.next_batch())
+            if loss is None:
+                continue
+            loss = loss / accum
             if not torch.isfinite(loss):
-                return float("nan")
+                total = float("nan")
+                break
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
+        total = self.processes.sum(total)  # every rank decides on the same value
+        if not math.isfinite(total):
+            return float("nan")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.processes.sum_gradients(params)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         max_norm = float(self.ctx.config.train.max_grad_norm)
@@ -259,19 +305,25 @@ class Loop:
 
     # --- resume --------------------------------------------------------------------------
     def snapshot(self, folder: Path) -> Path:
+        """Save the resumable state (every rank takes part; rank 0 writes it)."""
         capture_rng(self.generator, self.rng, self.state)
-        self.state.torch_global_rng = torch.get_rng_state().tolist()
-        return save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+        self.state.torch_global_rng = None
+        self.state.rank_rngs = self.processes.gather(process_rng(self.ctx.device))
+        self.state.world_size = self.processes.world_size
+        if self.processes.is_main:
+            save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+        self.processes.barrier()  # no rank reads it, or ends, before it is complete
+        return Path(folder)
 
     def restore(self, folder: Path) -> None:
         tensors, optim, state = load_state(folder)
+        check_world_size(state, folder, self.processes.world_size)
         self.adapters.load_state_dict(tensors)
         self.optimizer.load_state_dict(optim["optimizer"])
         self.scheduler.load_state_dict(optim["scheduler"])
         self.state = state
         restore_rng(self.generator, self.rng, state)
-        if state.torch_global_rng is not None:
-            torch.set_rng_state(torch.tensor(state.torch_global_rng, dtype=torch.uint8))
+        restore_process_rng(state, self.processes.rank, self.ctx.device)
 
 
 def _emit_samples(loop: Loop, step: int) -> None:
@@ -305,7 +357,7 @@ def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:
         output_name=ctx.output.name, data=ctx.facts, started_at=started, finished_at=time.time(),
         steps=loop.state.step, epoch=loop.state.epoch + (1 if final else 0), total_steps=loop.total,
         base_model_name=ctx.bundle.name, base_model_sha256=getattr(ctx.bundle, "sha256", "") or "",
-        trigger=_trigger(ctx),
+        trigger=_trigger(ctx), num_processes=ctx.processes.world_size,
     )
 
 
@@ -345,17 +397,22 @@ def _every(step: int, n) -> bool:
 
 
 def run_loop(loop: Loop) -> RunResult:
-    """Drive `loop` to its total, with saves, samples, stop checks and the NaN guard."""
+    """Drive `loop` to its total, with saves, samples, stop checks and the NaN guard.
+
+    Every rank runs this; the stop decision is agreed on by all of them once per step, and
+    files (saves, samples) are written by rank 0 only.
+    """
     ctx, config, events = loop.ctx, loop.ctx.config, loop.ctx.events
+    main = ctx.processes.is_main
     started, clock = time.time(), time.perf_counter()
     first_step = loop.state.step
     last_loss: Optional[float] = None
     events.emit("start", name=ctx.output.name, step=first_step, total_steps=loop.total, device=str(ctx.device),
-                family=ctx.bundle.family, images=len(ctx.items))
+                family=ctx.bundle.family, images=len(ctx.items), processes=ctx.processes.world_size)
     try:
         while loop.state.step < loop.total:
             reason = ctx.check_model()
-            if ctx.should_stop() or reason:
+            if ctx.processes.any(bool(ctx.should_stop() or reason)):
                 raise StopRequested(reason or "stop requested")
             loss = loop.step()
             if not math.isfinite(loss):
@@ -369,24 +426,31 @@ def run_loop(loop: Loop) -> RunResult:
             rate = (step - first_step) / elapsed if elapsed > 0 else 0.0
             events.emit("step", step=step, total=loop.total, loss=loss, lr=loop.scheduler.get_last_lr()[0],
                         it_s=rate, eta_s=(loop.total - step) / rate if rate else 0.0, epoch=loop.state.epoch)
-            if step < loop.total and _every(step, config.output.save_every_steps):
+            if main and step < loop.total and _every(step, config.output.save_every_steps):
                 _save_intermediate(loop, started)
-            if _every(step, config.sample.every_steps):
+            if main and _every(step, config.sample.every_steps):
                 _emit_samples(loop, step)
             if step < loop.total and _every(step, config.output.save_state_every_steps):
                 loop.snapshot(ctx.output.state_dir)
-    except (StopRequested, KeyboardInterrupt) as stop:
-        state_dir = loop.snapshot(ctx.output.state_dir)
-        message = str(stop) if isinstance(stop, StopRequested) else "interrupted"
-        events.emit("warning", message=f"{message}; resumable state saved in {state_dir}")
-        events.emit("done", status="interrupted", step=loop.state.step, output=None, state_dir=str(state_dir))
-        return RunResult("interrupted", None, state_dir, loop.state.step, loop.total, last_loss)
-    if config.sample.every_steps and not _every(loop.state.step, config.sample.every_steps):
+    except StopRequested as stop:
+        return _interrupted(loop, str(stop), last_loss)
+    except KeyboardInterrupt:
+        if ctx.processes.world_size > 1:
+            raise  # ranks stop at different places: only an agreed stop (stop_on_signals) saves a consistent state
+        return _interrupted(loop, "interrupted", last_loss)
+    if main and config.sample.every_steps and not _every(loop.state.step, config.sample.every_steps):
         _emit_samples(loop, loop.state.step)  # a preview of the final weights
-    path = _save_final(loop, started)
+    path = _save_final(loop, started) if main else ctx.output.final_path
     state_dir = loop.snapshot(ctx.output.state_dir)
     events.emit("done", status="done", step=loop.state.step, output=str(path), state_dir=str(state_dir))
     return RunResult("done", path, state_dir, loop.state.step, loop.total, last_loss)
+
+
+def _interrupted(loop: Loop, message: str, last_loss: Optional[float]) -> RunResult:
+    state_dir = loop.snapshot(loop.ctx.output.state_dir)
+    loop.ctx.events.emit("warning", message=f"{message}; resumable state saved in {state_dir}")
+    loop.ctx.events.emit("done", status="interrupted", step=loop.state.step, output=None, state_dir=str(state_dir))
+    return RunResult("interrupted", None, state_dir, loop.state.step, loop.total, last_loss)
 
 
 def _load_base(config, events: EventBus):
@@ -405,30 +469,70 @@ def _set_checkpointing(bundle, enabled: bool) -> None:
         bundle.unet.disable_gradient_checkpointing()
 
 
+def _log_listeners(config, output: OutputWriter) -> List[Listener]:
+    """The run's own log files: metrics.jsonl always, TensorBoard events when asked for."""
+    from lora_trainer.training.listeners import MetricsWriter, TensorBoardWriter
+
+    listeners: List[Listener] = [MetricsWriter(output.logs_dir)]
+    if config.output.tensorboard:
+        listeners.append(TensorBoardWriter(output.logs_dir))
+    return listeners
+
+
+@contextmanager
+def _attached(events: EventBus, listeners: List[Listener]) -> Iterator[None]:
+    """Listeners for this run only: removed and closed afterwards, whatever happens."""
+    for listener in listeners:
+        events.add(listener)
+    try:
+        yield
+    finally:
+        for listener in listeners:
+            events.remove(listener)
+            close = getattr(listener, "close", None)
+            if close is not None:
+                close()
+
+
 def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop: Optional[Callable[[], bool]] = None,
           check_model: Optional[Callable[[], Optional[str]]] = None, resume: Optional[Path] = None,
-          output: Optional[OutputWriter] = None) -> RunResult:
-    """Run one training job; the adapters are removed from the model afterwards, always."""
-    from lora_trainer.training.prepare import prepare_items
+          output: Optional[OutputWriter] = None, processes: Optional[Processes] = None) -> RunResult:
+    """Run one training job; the adapters are removed from the model afterwards, always.
 
-    events = events or EventBus()
-    stop_flag = should_stop or (lambda: False)
+    `processes`: None means this process alone, unless a launcher started several (then each one
+    calls `train` and they train data-parallel). On ranks other than 0, `events` receives nothing
+    and no file is written: rank 0 reports and saves for the run.
+    """
     from lora_trainer.config import raise_for, validate
 
     raise_for(validate(config))
+    processes = processes or processes_for(config.train.device)
+    events = (events or EventBus()) if processes.is_main else EventBus()
     output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
                                     bool(config.output.overwrite), int(config.output.keep_last))
-    output.check_writable()
-    from lora_trainer.training.listeners import MetricsWriter
+    if processes.is_main:
+        output.check_writable()
+    else:
+        output.check_target()  # the same verdict on every rank, without touching the disk
+    listeners = _log_listeners(config, output) if processes.is_main else []
+    with stop_on_signals(processes) as signalled, _attached(events, listeners):
+        stop_flag = should_stop or (lambda: False)
+        return _train(config, bundle, events, lambda: stop_flag() or signalled.is_set(), check_model, resume, output, processes)
 
-    events.add(MetricsWriter(output.logs_dir))  # every run keeps its metrics.jsonl
-    device = pick_device(config.train.device)
+
+def _train(config, bundle, events: EventBus, should_stop: Callable[[], bool], check_model, resume: Optional[Path],
+           output: OutputWriter, processes: Processes) -> RunResult:
+    from lora_trainer.training.prepare import prepare_items
+
+    device = processes.device
     bundle = bundle or _load_base(config, events)
     if config.train.zero_terminal_snr:
         noises.zero_terminal_snr(bundle.noise_scheduler)
     torch.manual_seed(int(config.train.seed))
-    items, facts = prepare_items(config, bundle, device, events, stop_flag)
-    ctx = RunContext(config, bundle, items, facts, device, events, output, stop_flag, check_model or (lambda: None))
+    with processes.main_first() if config.dataset.cache_latents else nullcontext():  # rank 0 fills the disk cache
+        items, facts = prepare_items(config, bundle, device, events, should_stop)
+    ctx = RunContext(config, bundle, items, facts, device, events, output, should_stop, check_model or (lambda: None),
+                     processes)
     bundle.unet.to(device)
     for encoder in bundle.text_encoders:
         encoder.to(device)
@@ -437,7 +541,7 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
         _set_checkpointing(bundle, bool(config.train.gradient_checkpointing))
         for name in adapters.tuners:
             adapters.components[name].train()
-        loop = Loop(ctx, adapters, total_steps(config, items))
+        loop = Loop(ctx, adapters, total_steps(config, items, processes.world_size))
         if resume:
             loop.restore(Path(resume))
         return run_loop(loop)

@@ -79,17 +79,5 @@ def test_ctrl_c_saves_a_state_exits_3_and_resume_finishes(tmp_path, base_models,
     resumed = _run("train", config, "--resume", state, "--set", "train.max_steps=" + str(json.loads((state / "state.json").read_text())["step"] + 2), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "out" / "cli.safetensors").is_file()
+    assert "step " not in resumed.stderr and "done: " in resumed.stderr  # --quiet: the result, no progress
 
-
-def test_tensorboard_without_the_package_is_a_clear_message(tmp_path, base_models, tiny_dataset):
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        import pytest
-
-        pytest.skip("tensorboard is installed here")
-    config = _write_config(tmp_path, base_models["sd1"], tiny_dataset, extra="tensorboard = true")
-    result = _run("train", config)
-    assert result.returncode == 2
-    assert "pip install tensorboard" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out" / "cli.safetensors").exists()
