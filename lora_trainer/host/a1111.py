@@ -55,10 +55,13 @@ def _restore_unmerged_weights(model) -> None:
         import networks  # A1111's built-in Lora extension (on sys.path inside the WebUI)
     except ImportError:
         return
-    for module in model.modules():
-        if getattr(module, "network_current_names", ()):
-            networks.network_restore_weights_from_backup(module)
-            module.network_current_names = ()
+    import torch
+
+    with torch.no_grad():  # the WebUI's parameters require grad; A1111 itself restores under no_grad
+        for module in model.modules():
+            if getattr(module, "network_current_names", ()):
+                networks.network_restore_weights_from_backup(module)
+                module.network_current_names = ()
 
 
 def _deactivate_other_networks(model) -> None:
