@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from lora_trainer.dataset.training_captions import CaptionAugment, training_caption
-from lora_trainer.errors import UserError
+from lora_trainer.errors import StorageError, UserError
 from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
 from lora_trainer.training import loss as losses
 from lora_trainer.training import noise as noises
@@ -26,7 +26,7 @@ from lora_trainer.training.outputs import OutputWriter
 from lora_trainer.training.state import RunState, capture_rng, load_state, restore_rng, save_state
 
 NAN_ADVICE = (
-    "the loss became NaN/inf. Likely causes: a learning rate that is too high, fp16 overflow "
+    "the loss or the weights became NaN/inf; nothing from that step was saved. Likely causes: a learning rate that is too high, fp16 overflow "
     "(try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE producing NaN latents (SDXL: use an fp32 VAE)."
 )
 OOM_ADVICE = (
@@ -159,6 +159,11 @@ def _unet_kwargs(bundle, batch: List[TrainItem], cond, device, dtype) -> Dict:
     return kwargs
 
 
+def all_finite(tensors: List[torch.Tensor]) -> bool:
+    """Whether every value is finite, with one device sync for all the tensors."""
+    return bool(torch.isfinite(torch.stack([t.detach().abs().amax().float() for t in tensors])).all())
+
+
 class Loop:
     """One run's optimisation state and step function (kept small; `train` drives it)."""
 
@@ -252,8 +257,10 @@ class Loop:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if not all_finite(params):  # a NaN/inf gradient poisons the weights while the loss still looked fine
+            return float("nan")
+        self.scheduler.step()
         self.state.step += 1
         return total
 
@@ -409,19 +416,42 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
           check_model: Optional[Callable[[], Optional[str]]] = None, resume: Optional[Path] = None,
           output: Optional[OutputWriter] = None) -> RunResult:
     """Run one training job; the adapters are removed from the model afterwards, always."""
-    from lora_trainer.training.prepare import prepare_items
-
     events = events or EventBus()
     stop_flag = should_stop or (lambda: False)
     from lora_trainer.config import raise_for, validate
 
     raise_for(validate(config))
-    output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
+    output = output or OutputWriter(Path(config.output.dir), config.output_stem, config.logs_dir,
                                     bool(config.output.overwrite), int(config.output.keep_last))
     output.check_writable()
     from lora_trainer.training.listeners import MetricsWriter
 
-    events.add(MetricsWriter(output.logs_dir))  # every run keeps its metrics.jsonl
+    metrics = MetricsWriter(output.logs_dir)  # every run keeps its metrics.jsonl
+    events.add(metrics)
+    try:
+        return _train_with_output(config, bundle, events, stop_flag, check_model, resume, output)
+    except StorageError as exc:
+        raise _storage_failure(exc, output, events) from exc
+    finally:
+        metrics.close()
+        if metrics in events.listeners:
+            events.listeners.remove(metrics)
+
+
+def _storage_failure(exc: StorageError, output: OutputWriter, events: EventBus) -> StorageError:
+    """The write error, plus where training can continue from once there is room again."""
+    message = str(exc)
+    if (output.state_dir / "state.json").is_file():
+        message += f" Training can continue from the last saved state: --resume {output.state_dir}"
+    events.emit("error", message=message)
+    return StorageError(message)
+
+
+def _train_with_output(config, bundle, events: EventBus, stop_flag: Callable[[], bool],
+                       check_model: Optional[Callable[[], Optional[str]]], resume: Optional[Path],
+                       output: OutputWriter) -> RunResult:
+    from lora_trainer.training.prepare import prepare_items
+
     device = pick_device(config.train.device)
     bundle = bundle or _load_base(config, events)
     if config.train.zero_terminal_snr:

@@ -37,8 +37,14 @@ class TabController:
         return self.initial_values()
 
     def _default_logs_dir(self, name: str) -> Optional[str]:
+        from lora_trainer.config import sanitize_output_name
+
         runs = getattr(self.host, "runs_dir", lambda: None)()
-        return str(Path(runs) / name) if runs is not None and name else None
+        try:
+            stem = sanitize_output_name(name)
+        except UserError:  # reported on the name's field
+            return None
+        return str(Path(runs) / stem) if runs is not None else None
 
     def build_config(self, values: List[Any]):
         """(config, [FieldError]) from the form's values, in `self.paths` order."""
