@@ -29,6 +29,7 @@ class OutputWriter:
         self.overwrite = overwrite
         self.keep_last = keep_last
         self.last_sample: Optional[object] = None
+        self.state_saved = False  # whether this run has written a resumable state yet
 
     @property
     def final_path(self) -> Path:

@@ -268,7 +268,9 @@ class Loop:
     def snapshot(self, folder: Path) -> Path:
         capture_rng(self.generator, self.rng, self.state)
         self.state.torch_global_rng = torch.get_rng_state().tolist()
-        return save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+        saved = save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+        self.ctx.output.state_saved = True
+        return saved
 
     def restore(self, folder: Path) -> None:
         tensors, optim, state = load_state(folder)
@@ -441,7 +443,7 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
 def _storage_failure(exc: StorageError, output: OutputWriter, events: EventBus) -> StorageError:
     """The write error, plus where training can continue from once there is room again."""
     message = str(exc)
-    if (output.state_dir / "state.json").is_file():
+    if output.state_saved:
         message += f" Training can continue from the last saved state: --resume {output.state_dir}"
     events.emit("error", message=message)
     return StorageError(message)
