@@ -8,9 +8,10 @@ resumable state, and always removes the adapters again, whatever happens.
 import math
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -117,33 +118,61 @@ def _param_groups(adapters: AdapterSet, config) -> List[Dict]:
     return groups
 
 
-class Conditioner:
-    """Caption -> conditioning; cached per caption when the text encoders are frozen."""
+Encoding = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (hidden states, pooled)
 
-    def __init__(self, bundle, config, train_text_encoder: bool):
+
+class Conditioner:
+    """Caption -> conditioning; frozen text encoders' outputs are kept per caption.
+
+    The cache is bounded (least recently used out first, `cache_bytes` in all) and off when
+    every step shuffles or drops tags: such a run sees a new caption almost every step, and an
+    unbounded cache grew by one encoding per step, in RAM or VRAM, for the whole run.
+    """
+
+    CACHE_BYTES = 256 * 2 ** 20
+
+    def __init__(self, bundle, config, train_text_encoder: bool, cache_bytes: int = CACHE_BYTES):
         from lora_trainer.models.conditioning import encode_text
 
         self._encode = encode_text
         self.bundle, self.clip_skip = bundle, int(config.model.clip_skip)
         self.trainable = train_text_encoder
-        self._cache: Dict[str, object] = {}
+        varies = bool(config.dataset.shuffle_tags) or float(config.dataset.tag_dropout) > 0
+        self.cache_bytes = 0 if varies else int(cache_bytes)
+        self._cache: "OrderedDict[str, Encoding]" = OrderedDict()
+        self._cached_bytes = 0
+
+    def encode(self, captions: List[str]):
+        return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
+
+    def _one(self, caption: str) -> Encoding:
+        """One caption's encoding on its own (so it keeps its own chunk count), cached if room."""
+        if caption in self._cache:
+            self._cache.move_to_end(caption)
+            return self._cache[caption]
+        with torch.no_grad():
+            encoded = self.encode([caption])
+        entry = (encoded.hidden_states, encoded.pooled)
+        size = sum(t.numel() * t.element_size() for t in entry if t is not None)
+        if size <= self.cache_bytes:
+            self._cache[caption] = entry
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= sum(t.numel() * t.element_size() for t in dropped if t is not None)
+        return entry
 
     def __call__(self, captions: List[str]):
-        if self.trainable:
-            return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
-        for caption in dict.fromkeys(captions):
-            if caption not in self._cache:  # one at a time: each caption keeps its own chunk count
-                with torch.no_grad():
-                    encoded = self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, [caption], self.clip_skip)
-                self._cache[caption] = (encoded.hidden_states, encoded.pooled)
         from lora_trainer.models.conditioning import TextConditioning
 
-        widths = {self._cache[c][0].shape[1] for c in captions}
-        if len(widths) > 1:  # captions of different chunk counts: encode together, padding chunks included
+        if self.trainable:
+            return self.encode(captions)
+        entries = {caption: self._one(caption) for caption in dict.fromkeys(captions)}
+        if len({entries[c][0].shape[1] for c in captions}) > 1:  # different chunk counts: encode together, padded
             with torch.no_grad():
-                return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
-        hidden = torch.cat([self._cache[c][0] for c in captions])
-        pooled = None if self._cache[captions[0]][1] is None else torch.cat([self._cache[c][1] for c in captions])
+                return self.encode(captions)
+        hidden = torch.cat([entries[c][0] for c in captions])
+        pooled = None if entries[captions[0]][1] is None else torch.cat([entries[c][1] for c in captions])
         return TextConditioning(hidden, pooled)
 
 
