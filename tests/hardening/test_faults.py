@@ -163,6 +163,22 @@ def test_a_full_disk_during_the_save_is_a_clear_error_and_the_previous_file_surv
     assert leftovers(Path(config.output.dir)) == []
 
 
+def test_a_full_disk_while_saving_the_state_keeps_the_previous_state_resumable(config_file):
+    from lora_trainer.training.state import load_state
+
+    path, config = config_file(train={"max_steps": 4})
+    assert cli("train", path, "--quiet").returncode == 0
+    state = config.logs_dir / "state"
+    lora_bytes = (Path(config.output.dir) / "tiny.safetensors").stat().st_size  # fp16; the state's adapters are fp32
+    result = subprocess.run([sys.executable, "-m", "lora_trainer", "train", str(path), "--quiet", "--resume", str(state),
+                             "--set", "train.max_steps=8", "--set", "output.save_state_every_steps=2", "--set", "output.overwrite=true"],
+                            cwd=REPO, env=CHILD_ENV, capture_output=True, text=True, preexec_fn=_file_size_limit(lora_bytes * 3 // 2))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"could not write {state}" in result.stderr
+    assert load_state(state)[2].step == 4, "the last good state is still there and loads"
+    assert leftovers(config.logs_dir) == []
+
+
 def test_a_nan_gradient_stops_the_run_and_no_saved_file_holds_nan(base_models, tiny_dataset, tmp_path, one_thread):
     """The loss of the poisoned step still looks fine; its update is what turns the weights NaN."""
     from lora_trainer.models import load_bundle
