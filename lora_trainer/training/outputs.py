@@ -17,6 +17,7 @@ import torch
 from lora_trainer.errors import UserError
 from lora_trainer.files import clean_stale_temp_files, write_atomically
 from lora_trainer.networks.export import save_lora
+from lora_trainer.training.state import recover_state
 
 _STEP_FILE = re.compile(r"-step(\d{6,})\.safetensors$")
 
@@ -52,8 +53,6 @@ class OutputWriter:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UserError(f"cannot create the folder {folder}: {exc.strerror}") from exc
-        from lora_trainer.training.state import recover_state
-
         recover_state(self.state_dir)
         for folder in (self.dir, self.logs_dir, self.samples_dir):
             clean_stale_temp_files(folder)

@@ -27,8 +27,9 @@ from lora_trainer.training.outputs import OutputWriter
 from lora_trainer.training.state import RunState, capture_rng, load_state, restore_rng, save_state
 
 NAN_ADVICE = (
-    "the loss or the weights became NaN/inf; nothing from that step was saved. Likely causes: a learning rate that is too high, fp16 overflow "
-    "(try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE producing NaN latents (SDXL: use an fp32 VAE)."
+    "the loss or the weights became NaN/inf; nothing from that step was saved. Likely causes: a learning "
+    "rate that is too high, fp16 overflow (try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE "
+    "producing NaN latents (SDXL: use an fp32 VAE)."
 )
 OOM_ADVICE = (
     "out of memory. Lower batch_size or resolution, turn on gradient_checkpointing and cache_latents, "
