@@ -22,3 +22,9 @@ class DatasetError(UserError):
 
 class ConfigError(UserError):
     """A configuration value that is wrong; the message names the key and what is allowed."""
+
+
+class StorageError(UserError):
+    """A file could not be written (full disk, file-size limit, permissions); the message names it."""
+
+    exit_code = 1

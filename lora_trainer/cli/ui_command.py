@@ -43,24 +43,33 @@ def build_app(host):
     return app.queue(**queue_kwargs(4))  # every open page polls once a second; clicks must not wait behind that
 
 
-def _ui(args) -> int:
+def listen_settings(args):
+    """(auth, allowed roots) for the command line: both None on loopback; on the network a
+    password (or an explicit, warned --insecure-no-auth) and folders confined to the roots."""
     from lora_trainer.errors import UserError
+
+    if not args.listen:
+        return None, None
+    auth = None
+    if args.auth:
+        if ":" not in args.auth:
+            raise UserError("--auth must be user:password")
+        auth = tuple(args.auth.split(":", 1))
+    elif not args.insecure_no_auth:
+        raise UserError("--listen exposes this machine's files and GPU to the network: add --auth user:password "
+                        "(or --insecure-no-auth if you really mean it)")
+    else:
+        print("WARNING: listening on the network without a password (--insecure-no-auth): anyone who can reach "
+              "this port can train on this machine and read and write under the allowed folders", file=sys.stderr, flush=True)
+    roots = [p.expanduser().resolve() for p in args.allowed_root] or [Path.cwd().resolve(), Path.home().resolve()]
+    return auth, roots
+
+
+def _ui(args) -> int:
     from lora_trainer.host.standalone import StandaloneHost
     from lora_trainer.ui.compat import launch_kwargs
 
-    auth = None
-    roots = None
-    if args.listen:
-        if args.auth:
-            if ":" not in args.auth:
-                raise UserError("--auth must be user:password")
-            auth = tuple(args.auth.split(":", 1))
-        elif not args.insecure_no_auth:
-            raise UserError("--listen exposes this machine's files and GPU to the network: add --auth user:password "
-                            "(or --insecure-no-auth if you really mean it)")
-        else:
-            print("WARNING: listening on the network without a password (--insecure-no-auth)", file=sys.stderr)
-        roots = [p.resolve() for p in args.allowed_root] or [Path.cwd().resolve(), Path.home().resolve()]
+    auth, roots = listen_settings(args)
     host = StandaloneHost(args.checkpoint, args.output, args.dataset, allowed_roots=roots)
     app = build_app(host)
     app.launch(server_name="0.0.0.0" if args.listen else "127.0.0.1", server_port=args.port, share=False,

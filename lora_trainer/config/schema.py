@@ -168,8 +168,16 @@ class TrainConfig:
         return getattr(getattr(self, section), key)
 
     @property
+    def output_stem(self) -> str:
+        """The LoRA's file stem: `output.name` as `sanitize_output_name` cleans it (ConfigError if
+        it is no usable name). Every file of a run is named from this, never from the raw name."""
+        from lora_trainer.config.names import sanitize_output_name
+
+        return sanitize_output_name(self.output.name)
+
+    @property
     def logs_dir(self) -> Path:
-        return Path(self.output.logs_dir) if self.output.logs_dir else Path(self.output.dir) / f"{self.output.name}_logs"
+        return Path(self.output.logs_dir) if self.output.logs_dir else Path(self.output.dir) / f"{self.output_stem}_logs"
 
 
 SECTIONS = {f.name: f.type for f in fields(TrainConfig)}

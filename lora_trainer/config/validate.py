@@ -57,7 +57,7 @@ def coerce(value: Any, default: Any, path: str) -> Tuple[Any, Optional[FieldErro
         if isinstance(number, float) and not math.isfinite(number):
             return default, FieldError(path, f"must be a finite number, not {_show(value)}")
         if kind is int:
-            if float(number) != int(number):
+            if isinstance(number, float) and not number.is_integer():
                 return default, FieldError(path, f"must be a whole number, not {_show(value)}")
             return int(number), None
         return float(number), None
@@ -161,6 +161,9 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
                     error(path, f"must be a {_kind_name(expected)}, not {_show(value)}")
                     wrong_types = True
                     continue
+            if isinstance(value, str) and (meta.get("path") or f.name == "caption_extension") and "\x00" in value:
+                error(path, "must not contain a NUL character (\\0); no file name can hold one")
+                continue
             if meta.get("choices") and value not in meta["choices"]:
                 error(path, f"must be one of {', '.join(meta['choices'])}, not {_show(value)}{suggest(str(value), meta['choices'])}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -171,13 +174,17 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
     if wrong_types:  # cross-field rules assume the right types
         return errors
 
+    def fine(*paths: str) -> bool:
+        """Cross-field rules compare only values that are right on their own (one message per problem)."""
+        return not any(e.path in paths for e in errors)
+
     dataset, network, train, output, sample = config.dataset, config.network, config.train, config.output, config.sample
     # how long to train
     if train.max_steps == 0 and train.epochs == 0:
         error("train.max_steps", "set max_steps or epochs above 0 (both are 0)")
-    if train.max_steps and train.warmup_steps > train.max_steps:
+    if train.max_steps > 0 and train.warmup_steps > train.max_steps and fine("train.max_steps", "train.warmup_steps"):
         error("train.warmup_steps", f"is longer than the run ({train.warmup_steps} > max_steps {train.max_steps})")
-    if train.timestep_min >= train.timestep_max:
+    if train.timestep_min >= train.timestep_max and fine("train.timestep_min", "train.timestep_max"):
         error("train.timestep_min", f"must be below timestep_max ({train.timestep_min} >= {train.timestep_max})")
     # what trains
     if train.unet_lr == 0 and (train.text_encoder_lr == 0 or not network.train_text_encoder):
@@ -198,9 +205,9 @@ def validate(config: TrainConfig, *, check_paths: bool = False) -> List[FieldErr
     if not dataset.caption_extension.startswith(".") or len(dataset.caption_extension) < 2 or "/" in dataset.caption_extension \
             or "\\" in dataset.caption_extension:
         error("dataset.caption_extension", f"must be an extension starting with a dot, e.g. .txt (not {_show(dataset.caption_extension)})")
-    if dataset.resolution % 8:
+    if dataset.resolution % 8 and fine("dataset.resolution"):
         error("dataset.resolution", f"must be a multiple of 8 (e.g. {dataset.resolution // 64 * 64 or 64}), not {dataset.resolution}")
-    if dataset.buckets:
+    if dataset.buckets and fine("dataset.resolution", "dataset.min_bucket_reso", "dataset.max_bucket_reso"):
         if dataset.min_bucket_reso > dataset.max_bucket_reso:
             error("dataset.min_bucket_reso", f"must not exceed max_bucket_reso ({dataset.min_bucket_reso} > {dataset.max_bucket_reso})")
         if dataset.min_bucket_reso > dataset.resolution:

@@ -9,13 +9,13 @@ entry is one small safetensors file, written atomically; a damaged file is recom
 """
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from lora_trainer.dataset.images import content_hash  # noqa: F401  (re-exported: the cache key of an image)
+from lora_trainer.files import clean_stale_temp_files, storage_error, write_atomically
 
 Bucket = Tuple[int, int]
 
@@ -31,12 +31,13 @@ def vae_identity(vae) -> str:
 
 
 def _save(path: Path, tensors: Dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp))
-    os.replace(temp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(path.parent, exc) from exc
+    write_atomically(path, save({k: v.contiguous() for k, v in tensors.items()}), fsync=False)  # a cache: no fsync
 
 
 def _load(path: Path) -> Optional[Dict[str, torch.Tensor]]:
@@ -58,6 +59,8 @@ class LatentCache:
             raise ValueError("a latent cache needs the VAE's identity (vae_identity(vae))")
         self.vae_id = vae_id
         self.folder = Path(folder) if folder else None
+        if self.folder is not None:
+            clean_stale_temp_files(self.folder)  # what a run killed while caching left behind
         self.memory: Dict[Tuple[str, str, Bucket, bool], torch.Tensor] = {}
         self.hits = self.misses = 0
 
@@ -73,7 +76,7 @@ class LatentCache:
             return self.memory[key]
         if self.folder is not None:
             stored = _load(self._file(key))
-            if stored is not None and "latents" in stored:
+            if stored is not None and "latents" in stored and bool(torch.isfinite(stored["latents"]).all()):
                 self.memory[key] = stored["latents"]
                 self.hits += 1
                 return stored["latents"]
@@ -97,6 +100,8 @@ class TextEncoderCache:
             raise ValueError("a text-encoder cache needs the encoders' identity")
         self.encoder_id = encoder_id
         self.folder = Path(folder) if folder else None
+        if self.folder is not None:
+            clean_stale_temp_files(self.folder)  # what a run killed while caching left behind
         self.memory: Dict[str, Dict[str, torch.Tensor]] = {}
         self.hits = self.misses = 0
 

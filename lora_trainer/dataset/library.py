@@ -27,6 +27,7 @@ from lora_trainer.dataset.scan import STATE_FOLDER, ImageEntry, ScanResult, scan
 from lora_trainer.dataset.tag_filter import compile_filter
 from lora_trainer.dataset.training_captions import fallback_caption
 from lora_trainer.errors import DatasetError
+from lora_trainer.files import clean_stale_temp_files
 
 TagEdit = Callable[[List[str]], List[str]]
 
@@ -84,6 +85,13 @@ def read_captions(entries: Sequence[ImageEntry]) -> List[Caption]:
     return _in_parallel(lambda entry: read_caption(entry.caption), list(entries))
 
 
+def clean_leftovers(scanned: ScanResult) -> int:
+    """Remove the temp files of an edit killed mid-write (captions, undo steps); returns how many.
+    Each caption is whole (old or new bytes) and the undo step lists every planned change."""
+    folders = {scanned.root, scanned.root / STATE_FOLDER / "history"} | {entry.caption.parent for entry in scanned}
+    return sum(clean_stale_temp_files(folder) for folder in folders)
+
+
 class DatasetIndex:
     """All images and captions of one dataset folder, in memory."""
 
@@ -105,6 +113,7 @@ class DatasetIndex:
     def load(cls, root: Union[str, Path], caption_extension: str = ".txt", recursive: bool = False,
              reg_dir: Optional[Path] = None, history_limit: int = DEFAULT_LIMIT, backup: bool = False) -> "DatasetIndex":
         scanned = scan(Path(root), caption_extension, recursive, reg_dir)
+        clean_leftovers(scanned)
         return cls(scanned, read_captions(scanned), history_limit, backup)
 
     @classmethod

@@ -126,10 +126,14 @@ class A1111Host:
         return self.user_data_dir() / "runs"
 
     def allowed_roots(self) -> Optional[List[Path]]:
-        shared_server = getattr(shared.cmd_opts, "listen", False) or getattr(shared.cmd_opts, "share", False)
-        if not shared_server:
+        """None (anywhere) on a local WebUI; when it is shared, the folders of the
+        `lora_trainer_allowed_roots` setting, by default the WebUI's folders and the home folder."""
+        from lora_trainer.host.roots import is_shared_server, parse_roots
+
+        if not is_shared_server(shared.cmd_opts):
             return None
-        return [Path(shared.data_path).resolve(), Path.home().resolve()]
+        defaults = [Path(getattr(shared, "script_path", shared.data_path)), Path(shared.data_path), Path.home()]
+        return parse_roots(getattr(shared.opts, "lora_trainer_allowed_roots", ""), defaults)
 
     def train(self, config, events: EventBus, should_stop: Callable[[], bool], resume: Optional[Path] = None):
         from lora_trainer.training.distributed import SingleProcess, pick_device

@@ -20,6 +20,28 @@ def _public_config(config) -> dict:
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 
+def _load_text_encoder(cls, folder: Path):
+    """A text encoder from its folder, never unpickling anything but tensors.
+
+    transformers before 4.37 reads `pytorch_model.bin` with a plain `torch.load` (which on torch
+    2.1 runs any code the pickle holds), so such weights are read here with `weights_only=True`
+    and handed over as a state dict; `.safetensors` weights go through `from_pretrained`.
+    """
+    from transformers import CLIPTextConfig
+
+    from lora_trainer.models.checkpoint_io import read_checkpoint
+
+    if any(folder.glob("*.safetensors")):
+        return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    weights = sorted(folder.glob("pytorch_model*.bin"))
+    if not weights:
+        raise CheckpointError(f"{folder}: no text encoder weights (model.safetensors or pytorch_model.bin)")
+    state = {}
+    for path in weights:
+        state.update(read_checkpoint(path)[0])
+    return cls.from_pretrained(None, config=CLIPTextConfig.from_pretrained(folder), state_dict=state)
+
+
 def load_diffusers_folder(folder: Path, prediction_type: Optional[str] = None):
     """Load each part with its own `from_pretrained` (local files only)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -42,7 +64,7 @@ def load_diffusers_folder(folder: Path, prediction_type: Optional[str] = None):
     for index, sub in enumerate(subfolders):
         with_projection = family == "sdxl" and index == 1
         cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-        encoder = cls.from_pretrained(folder, subfolder=sub, local_files_only=True)
+        encoder = _load_text_encoder(cls, folder / sub)
         kind = OPEN_CLIP if (family == "sd2" or index == 1) else CLIP_L
         tokenizer_dir = folder / sub.replace("text_encoder", "tokenizer")
         tokenizers.append(load_clip_tokenizer(kind, folder=tokenizer_dir if tokenizer_dir.is_dir() else None))

@@ -7,13 +7,13 @@ factors still apply the trained delta.
 """
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Dict
 
 import torch
 from torch import nn
 
+from lora_trainer.files import clean_stale_temp_files, storage_error, write_atomically  # noqa: F401 (re-exported)
 from lora_trainer.models.families import ModelConfig
 from lora_trainer.networks.adapters import ADAPTER, AdapterSet
 from lora_trainer.networks.kohya_names import kohya_name
@@ -102,21 +102,6 @@ def with_hashes(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> D
     return {**metadata, "sshs_model_hash": _data_region_sha256(blob), "sshs_legacy_hash": legacy}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync, then rename over: never a half file."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def save_lora(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], overwrite: bool = False) -> Path:
     """Save a LoRA file atomically; refuse to replace an existing file unless `overwrite`."""
     from safetensors.torch import save
@@ -126,30 +111,10 @@ def save_lora(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, 
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; choose another output name or allow overwriting")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(path.parent, exc) from exc
     metadata = with_hashes(tensors, {k: str(v) for k, v in metadata.items()})
     write_atomically(path, save(tensors, metadata=metadata))
     return path
-
-
-def clean_stale_temp_files(folder: Path) -> int:
-    """Remove temp files a killed process left behind (`.<name>.<pid>.tmp`); returns how many."""
-    removed = 0
-    for temp in Path(folder).glob(".*.tmp"):
-        pid_text = temp.name.rsplit(".", 2)[-2]
-        if pid_text.isdigit() and _pid_alive(int(pid_text)):
-            continue
-        temp.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-

@@ -3,7 +3,8 @@
 `<output.dir>/<name>.safetensors` (+ `<name>.json`, `<name>.preview.png`), intermediate
 `<name>-step000500.safetensors` with keep-last-N, and under `logs_dir`: samples/, state/,
 metrics.jsonl. Every file is written atomically; an existing final file is never replaced
-unless the config allows it, and that is checked before any training starts.
+unless the config allows it, and that is checked before any training starts. The first check
+also tidies what a killed run left: its temp files, and a state caught mid-replacement.
 """
 
 import json
@@ -14,7 +15,9 @@ from typing import Dict, List, Optional
 import torch
 
 from lora_trainer.errors import UserError
-from lora_trainer.networks.export import clean_stale_temp_files, save_lora, write_atomically
+from lora_trainer.files import clean_stale_temp_files, write_atomically
+from lora_trainer.networks.export import save_lora
+from lora_trainer.training.state import recover_state
 
 _STEP_FILE = re.compile(r"-step(\d{6,})\.safetensors$")
 
@@ -27,6 +30,7 @@ class OutputWriter:
         self.overwrite = overwrite
         self.keep_last = keep_last
         self.last_sample: Optional[object] = None
+        self.state_saved = False  # whether this run has written a resumable state yet
 
     @property
     def final_path(self) -> Path:
@@ -53,7 +57,9 @@ class OutputWriter:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UserError(f"cannot create the folder {folder}: {exc.strerror}") from exc
-        clean_stale_temp_files(self.dir)
+        recover_state(self.state_dir)
+        for folder in (self.dir, self.logs_dir, self.samples_dir):
+            clean_stale_temp_files(folder)
 
     def intermediate_path(self, step: int) -> Path:
         return self.dir / f"{self.name}-step{step:06d}.safetensors"
@@ -78,12 +84,8 @@ class OutputWriter:
         return path
 
     def save_preview(self, image) -> Path:
-        import io
-
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
         path = self.dir / f"{self.name}.preview.png"
-        write_atomically(path, buffer.getvalue())
+        write_atomically(path, _png(image))
         return path
 
     def save_samples(self, step: int, images: List) -> List[Path]:
@@ -91,11 +93,19 @@ class OutputWriter:
         paths = []
         for index, image in enumerate(images):
             path = self.samples_dir / f"step{step:06d}_{index}.png"
-            image.save(path)
+            write_atomically(path, _png(image), fsync=False)  # a sample is not worth an fsync per image
             paths.append(path)
         if images:
             self.last_sample = images[0]
         return paths
+
+
+def _png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def path_stem(path: Path) -> str:

@@ -1,9 +1,11 @@
 """Resumable run state: adapter weights, optimizer, LR schedule, RNG states, step, data order.
 
-A state folder holds `adapters.safetensors` (the trainable tensors), `optimizer.pt` (optimizer
-and scheduler state dicts, read back with `weights_only=True`) and `state.json` (step, RNG
-states, data order, the config it was made with). It is written to a temp folder and renamed
-into place, so an interrupted save never leaves a half state.
+A state folder holds `adapters.safetensors` (the trainable tensors), `optimizer.safetensors`
+(the optimizer's and scheduler's state dicts: tensors as tensors, the rest as JSON in the
+file's metadata; no pickle) and `state.json` (step, RNG states, data order, the config it
+was made with), written last. The folder is built under a temp name and renamed into place;
+a process killed between the two renames of a replacement leaves a complete folder under a
+temp name, which `recover_state` puts back, so a kill never loses the last good state.
 
 A multi-process run writes one state (rank 0 writes it): the trainer's own generators are the same
 on every rank, the global RNGs (dropout) are kept per rank in `rank_rngs`, and `world_size`
@@ -16,13 +18,15 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from lora_trainer.errors import UserError
+from lora_trainer.files import clean_stale_temp_files, is_stale, storage_error, temp_sibling
 
-STATE_FILES = ("adapters.safetensors", "optimizer.pt", "state.json")
+STATE_FILES = ("adapters.safetensors", "optimizer.safetensors", "state.json")
+LEGACY_OPTIMIZER = "optimizer.pt"  # states written before optimizer.safetensors: read with weights_only=True
 
 
 @dataclass
@@ -77,24 +81,83 @@ def _jsonable(value):
     return value
 
 
+def encode_tree(value: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    """A JSON-able copy of a state dict; its tensors move into `tensors` (keyed `t<N>`)."""
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+        return {"tensor": key}
+    if isinstance(value, dict):
+        return {"dict": [[key, encode_tree(item, tensors)] for key, item in value.items()]}
+    if isinstance(value, tuple):
+        return {"tuple": [encode_tree(item, tensors) for item in value]}
+    if isinstance(value, list):
+        return [encode_tree(item, tensors) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a training state")
+
+
+def decode_tree(value: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    """The inverse of `encode_tree`."""
+    if isinstance(value, list):
+        return [decode_tree(item, tensors) for item in value]
+    if isinstance(value, dict):
+        if "tensor" in value:
+            return tensors[value["tensor"]]
+        if "tuple" in value:
+            return tuple(decode_tree(item, tensors) for item in value["tuple"])
+        return {key: decode_tree(item, tensors) for key, item in value["dict"]}
+    return value
+
+
+def _optimizer_blob(optimizer, scheduler) -> bytes:
+    from safetensors.torch import save
+
+    tensors: Dict[str, torch.Tensor] = {}
+    tree = encode_tree({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tensors)
+    return save(tensors, metadata={"tree": json.dumps(tree)})
+
+
+def _read_optimizer(folder: Path) -> Dict[str, Any]:
+    from safetensors import safe_open
+
+    path = folder / "optimizer.safetensors"
+    if not path.is_file() and (folder / LEGACY_OPTIMIZER).is_file():
+        return torch.load(folder / LEGACY_OPTIMIZER, map_location="cpu", weights_only=True)
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tree = json.loads(handle.metadata()["tree"])
+    return decode_tree(tree, tensors)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def save_state(folder: Path, adapters_tensors: Dict[str, torch.Tensor], optimizer, scheduler, state: RunState) -> Path:
-    """Write the state folder atomically (temp folder, then rename)."""
-    from safetensors.torch import save_file
+    """Write the state folder atomically (temp folder, then rename); `StorageError` if the disk
+    refuses, with the previous state left as it was."""
+    from safetensors.torch import save
 
     folder = Path(folder)
-    temp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    if temp.exists():
-        shutil.rmtree(temp)
-    temp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in adapters_tensors.items()}, str(temp / "adapters.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temp / "optimizer.pt")
-    (temp / "state.json").write_text(json.dumps(state.__dict__))
-    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
-    if folder.exists():
-        folder.rename(old)
-    temp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+    temp = temp_sibling(folder)
+    try:
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+        _write(temp / "adapters.safetensors", save({k: v.detach().cpu().contiguous() for k, v in adapters_tensors.items()}))
+        _write(temp / "optimizer.safetensors", _optimizer_blob(optimizer, scheduler))
+        _write(temp / "state.json", json.dumps(state.__dict__).encode("utf-8"))  # last: a whole state.json marks it complete
+        _swap_in(temp, folder)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise storage_error(folder, exc) from exc
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     return folder
 
 
@@ -115,16 +178,57 @@ def check_world_size(state: RunState, folder: Path, world_size: int) -> None:
                         f"(train --num-processes {state.world_size}), not {world_size}")
 
 
+def _swap_in(new: Path, folder: Path) -> None:
+    """Replace `folder` by the complete folder `new` (two renames; see `recover_state`)."""
+    old = temp_sibling(folder, "old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete_step(folder: Path) -> Optional[int]:
+    """The step of a complete state folder, else None."""
+    if not all((folder / name).is_file() for name in STATE_FILES):
+        return None
+    try:
+        return int(json.loads((folder / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recover_state(folder: Path) -> Optional[Path]:
+    """Put back the newest complete state a killed writer left under a temp name, if `folder`
+    itself is missing; then remove the leftovers. Returns the recovered folder or None."""
+    folder = Path(folder)
+    recovered = None
+    if not folder.exists() and folder.parent.is_dir():
+        prefix = f".{folder.name}."
+        leftovers: List[Tuple[int, Path]] = []
+        for path in folder.parent.iterdir():
+            step = _complete_step(path) if path.name.startswith(prefix) and is_stale(path) else None
+            if step is not None:
+                leftovers.append((step, path))
+        if leftovers:
+            max(leftovers, key=lambda item: item[0])[1].rename(folder)
+            recovered = folder
+    clean_stale_temp_files(folder.parent)
+    return recovered
+
+
 def load_state(folder: Path):
     """(adapter tensors, optimizer+scheduler state dicts, RunState) of a state folder."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    missing = [name for name in STATE_FILES if not (folder / name).is_file()]
+    recover_state(folder)
+    missing = [name for name in STATE_FILES if not (folder / name).is_file()
+               and not (name == "optimizer.safetensors" and (folder / LEGACY_OPTIMIZER).is_file())]
     if missing:
         raise UserError(f"{folder} is not a resumable state folder (missing {', '.join(missing)}); "
                         f"point --resume at the run's state folder in its logs_dir")
     tensors = load_file(str(folder / "adapters.safetensors"))
-    optim = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    optim = _read_optimizer(folder)
     state = RunState(**json.loads((folder / "state.json").read_text()))
     return tensors, optim, state

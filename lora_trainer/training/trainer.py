@@ -16,15 +16,16 @@ single process is the N = 1 case of the same code. Gradients are summed across r
 import math
 import random
 import time
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from lora_trainer.dataset.training_captions import CaptionAugment, training_caption
-from lora_trainer.errors import UserError
+from lora_trainer.errors import StorageError, UserError
 from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
 from lora_trainer.training import loss as losses
 from lora_trainer.training import noise as noises
@@ -39,8 +40,9 @@ from lora_trainer.training.state import (RunState, capture_rng, check_world_size
 __all__ = ["train", "RunResult", "RunContext", "Loop", "run_loop", "pick_device", "total_steps"]
 
 NAN_ADVICE = (
-    "the loss became NaN/inf. Likely causes: a learning rate that is too high, fp16 overflow "
-    "(try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE producing NaN latents (SDXL: use an fp32 VAE)."
+    "the loss or the weights became NaN/inf; nothing from that step was saved. Likely causes: a learning "
+    "rate that is too high, fp16 overflow (try mixed_precision = \"bf16\" or \"no\"), or an fp16 VAE "
+    "producing NaN latents (SDXL: use an fp32 VAE)."
 )
 OOM_ADVICE = (
     "out of memory. Lower batch_size or resolution, turn on gradient_checkpointing and cache_latents, "
@@ -125,33 +127,61 @@ def _param_groups(adapters: AdapterSet, config) -> List[Dict]:
     return groups
 
 
-class Conditioner:
-    """Caption -> conditioning; cached per caption when the text encoders are frozen."""
+Encoding = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (hidden states, pooled)
 
-    def __init__(self, bundle, config, train_text_encoder: bool):
+
+class Conditioner:
+    """Caption -> conditioning; frozen text encoders' outputs are kept per caption.
+
+    The cache is bounded (least recently used out first, `cache_bytes` in all) and off when
+    every step shuffles or drops tags: such a run sees a new caption almost every step, and an
+    unbounded cache grew by one encoding per step, in RAM or VRAM, for the whole run.
+    """
+
+    CACHE_BYTES = 256 * 2 ** 20
+
+    def __init__(self, bundle, config, train_text_encoder: bool, cache_bytes: int = CACHE_BYTES):
         from lora_trainer.models.conditioning import encode_text
 
         self._encode = encode_text
         self.bundle, self.clip_skip = bundle, int(config.model.clip_skip)
         self.trainable = train_text_encoder
-        self._cache: Dict[str, object] = {}
+        varies = bool(config.dataset.shuffle_tags) or float(config.dataset.tag_dropout) > 0
+        self.cache_bytes = 0 if varies else int(cache_bytes)
+        self._cache: "OrderedDict[str, Encoding]" = OrderedDict()
+        self._cached_bytes = 0
+
+    def encode(self, captions: List[str]):
+        return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
+
+    def _one(self, caption: str) -> Encoding:
+        """One caption's encoding on its own (so it keeps its own chunk count), cached if room."""
+        if caption in self._cache:
+            self._cache.move_to_end(caption)
+            return self._cache[caption]
+        with torch.no_grad():
+            encoded = self.encode([caption])
+        entry = (encoded.hidden_states, encoded.pooled)
+        size = sum(t.numel() * t.element_size() for t in entry if t is not None)
+        if size <= self.cache_bytes:
+            self._cache[caption] = entry
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= sum(t.numel() * t.element_size() for t in dropped if t is not None)
+        return entry
 
     def __call__(self, captions: List[str]):
-        if self.trainable:
-            return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
-        for caption in dict.fromkeys(captions):
-            if caption not in self._cache:  # one at a time: each caption keeps its own chunk count
-                with torch.no_grad():
-                    encoded = self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, [caption], self.clip_skip)
-                self._cache[caption] = (encoded.hidden_states, encoded.pooled)
         from lora_trainer.models.conditioning import TextConditioning
 
-        widths = {self._cache[c][0].shape[1] for c in captions}
-        if len(widths) > 1:  # captions of different chunk counts: encode together, padding chunks included
+        if self.trainable:
+            return self.encode(captions)
+        entries = {caption: self._one(caption) for caption in dict.fromkeys(captions)}
+        if len({entries[c][0].shape[1] for c in captions}) > 1:  # different chunk counts: encode together, padded
             with torch.no_grad():
-                return self._encode(self.bundle.text_encoders, self.bundle.tokenizers, self.bundle.family, captions, self.clip_skip)
-        hidden = torch.cat([self._cache[c][0] for c in captions])
-        pooled = None if self._cache[captions[0]][1] is None else torch.cat([self._cache[c][1] for c in captions])
+                return self.encode(captions)
+        hidden = torch.cat([entries[c][0] for c in captions])
+        pooled = None if entries[captions[0]][1] is None else torch.cat([entries[c][1] for c in captions])
         return TextConditioning(hidden, pooled)
 
 
@@ -175,6 +205,11 @@ class Draws:
     captions: List[str]
     noise: torch.Tensor  # [B, C, h, w] on the CPU
     timesteps: torch.Tensor  # [B] on the CPU
+
+
+def all_finite(tensors: List[torch.Tensor]) -> bool:
+    """Whether every value is finite, with one device sync for all the tensors."""
+    return bool(torch.isfinite(torch.stack([t.detach().abs().amax().float() for t in tensors])).all())
 
 
 class Loop:
@@ -298,8 +333,10 @@ class Loop:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if not all_finite(params):  # a NaN/inf gradient poisons the weights while the loss still looked fine
+            return float("nan")
+        self.scheduler.step()
         self.state.step += 1
         return total
 
@@ -312,6 +349,7 @@ class Loop:
         self.state.world_size = self.processes.world_size
         if self.processes.is_main:
             save_state(folder, self.adapters.state_dict(), self.optimizer, self.scheduler, self.state)
+            self.ctx.output.state_saved = True
         self.processes.barrier()  # no rank reads it, or ends, before it is complete
         return Path(folder)
 
@@ -508,7 +546,7 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
     raise_for(validate(config))
     processes = processes or processes_for(config.train.device)
     events = (events or EventBus()) if processes.is_main else EventBus()
-    output = output or OutputWriter(Path(config.output.dir), config.output.name, config.logs_dir,
+    output = output or OutputWriter(Path(config.output.dir), config.output_stem, config.logs_dir,
                                     bool(config.output.overwrite), int(config.output.keep_last))
     if processes.is_main:
         output.check_writable()
@@ -517,7 +555,19 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
     listeners = _log_listeners(config, output) if processes.is_main else []
     with stop_on_signals(processes) as signalled, _attached(events, listeners):
         stop_flag = should_stop or (lambda: False)
-        return _train(config, bundle, events, lambda: stop_flag() or signalled.is_set(), check_model, resume, output, processes)
+        try:
+            return _train(config, bundle, events, lambda: stop_flag() or signalled.is_set(), check_model, resume, output, processes)
+        except StorageError as exc:
+            raise _storage_failure(exc, output, events) from exc
+
+
+def _storage_failure(exc: StorageError, output: OutputWriter, events: EventBus) -> StorageError:
+    """The write error, plus where training can continue from once there is room again."""
+    message = str(exc)
+    if output.state_saved:
+        message += f" Training can continue from the last saved state: --resume {output.state_dir}"
+    events.emit("error", message=message)
+    return StorageError(message)
 
 
 def _train(config, bundle, events: EventBus, should_stop: Callable[[], bool], check_model, resume: Optional[Path],

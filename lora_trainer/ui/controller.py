@@ -6,6 +6,8 @@ plain data; `tab.py` maps it onto gradio components.
 """
 
 import html
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -37,21 +39,28 @@ class TabController:
         return self.initial_values()
 
     def _default_logs_dir(self, name: str) -> Optional[str]:
+        from lora_trainer.config import sanitize_output_name
+
         runs = getattr(self.host, "runs_dir", lambda: None)()
-        return str(Path(runs) / name) if runs is not None and name else None
+        try:
+            stem = sanitize_output_name(name)
+        except UserError:  # reported on the name's field
+            return None
+        return str(Path(runs) / stem) if runs is not None else None
 
     def build_config(self, values: List[Any]):
         """(config, [FieldError]) from the form's values, in `self.paths` order."""
         from lora_trainer.config import parse_dict, validate
 
         config, errors = parse_dict(fields.values_to_dict(self.paths, values))
-        if not config.output.logs_dir:
+        typed_logs_dir = config.output.logs_dir
+        if not typed_logs_dir:
             config.output.logs_dir = self._default_logs_dir(config.output.name) or ""
         errors = list(errors) + list(validate(config))
-        errors += self._path_errors(config)
+        errors += self._path_errors(config, typed_logs_dir)
         return config, errors
 
-    def _path_errors(self, config) -> list:
+    def _path_errors(self, config, typed_logs_dir: str = "") -> list:
         from lora_trainer.config import FieldError
 
         problems = []
@@ -63,9 +72,14 @@ class TabController:
             problems.append(FieldError("model.checkpoint", "no base model: load a checkpoint"))
         roots = self.host.allowed_roots()
         if roots is not None:
-            for path_name, value in (("dataset.dir", config.dataset.dir), ("output.dir", config.output.dir), ("dataset.reg_dir", config.dataset.reg_dir)):
+            checkpoint = config.model.checkpoint
+            if checkpoint == str(self.host.defaults().get("model", {}).get("checkpoint", "")):
+                checkpoint = ""  # the host's own model (the WebUI's loaded checkpoint) needs no confining
+            for path_name, value in (("dataset.dir", config.dataset.dir), ("dataset.reg_dir", config.dataset.reg_dir),
+                                     ("output.dir", config.output.dir), ("output.logs_dir", typed_logs_dir),
+                                     ("model.checkpoint", checkpoint)):
                 if value and not _inside_any(Path(value), roots):
-                    problems.append(FieldError(path_name, "this server is shared: only folders under " + ", ".join(map(str, roots)) + " are allowed"))
+                    problems.append(FieldError(path_name, _shared_message(roots)))
         return problems
 
     @staticmethod
@@ -109,7 +123,7 @@ class TabController:
             return "Choose a dataset folder first."
         roots = self.host.allowed_roots()
         if roots is not None and not _inside_any(Path(folder), roots):
-            return "This server is shared: only folders under " + ", ".join(map(str, roots)) + " are allowed."
+            return _shared_message(roots).capitalize() + "."
         try:
             entries = scan(Path(folder), caption_extension or ".txt")
             require_images(entries, Path(folder))
@@ -128,6 +142,9 @@ class TabController:
     def test_grid(self, lora: str, prompts: str, strengths: str, seed: float, steps: float = 20, size: float = 0):
         """Render the grid; returns (images with captions, message)."""
         path = Path(lora) if lora else None
+        roots = self.host.allowed_roots()
+        if path is not None and roots is not None and not _inside_any(path, roots):
+            return [], _shared_message(roots).capitalize() + "."
         if path is None or not path.is_file():
             return [], "Train a LoRA first (or give the path of one)."
         if self.jobs.snapshot().active:
@@ -153,6 +170,9 @@ class TabController:
 
         if not path:
             return values, "Choose a kohya_ss .json or sd-scripts .toml file to import."
+        roots = self.host.allowed_roots()
+        if roots is not None and not _inside_any(Path(path), roots + [upload_dir()]):
+            return values, "Import failed: " + _shared_message(roots) + " (or upload the file)"
         try:
             result = import_config(path)
         except UserError as exc:
@@ -203,7 +223,17 @@ class TabController:
         return f"Saved preset **{html.escape(Path(path).stem)}**."
 
 
+def upload_dir() -> Path:
+    """Where gradio keeps uploaded files (GRADIO_TEMP_DIR, else <temp>/gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def _shared_message(roots: List[Path]) -> str:
+    return "this server is shared: only folders under " + ", ".join(map(str, roots)) + " are allowed"
+
+
 def _inside_any(path: Path, roots: List[Path]) -> bool:
+    """Whether `path`, with symlinks and `..` resolved, is one of `roots` or below one."""
     resolved = path.expanduser().resolve()
     return any(resolved == root.resolve() or root.resolve() in resolved.parents for root in roots)
 
