@@ -70,7 +70,9 @@ def _relative_error(a: dict, b: dict, keys=None) -> float:
 
 def _adam_first_moments(state_dir: Path) -> dict:
     """The optimizer's averaged gradients (exp_avg) per parameter, from a saved state."""
-    saved = torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True)["optimizer"]["state"]
+    from lora_trainer.training.state import load_state
+
+    saved = load_state(state_dir)[1]["optimizer"]["state"]
     return {str(index): entry["exp_avg"] for index, entry in saved.items()}
 
 
