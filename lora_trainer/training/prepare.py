@@ -32,7 +32,6 @@ def prepare_items(config, bundle, device: torch.device, events, should_stop: Cal
     buckets = make_buckets(resolution, int(data.min_bucket_reso), int(data.max_bucket_reso)) if data.buckets else [(resolution, resolution)]
     entries = scan(Path(data.dir), data.caption_extension, bool(data.recursive), Path(data.reg_dir) if data.reg_dir else None)
     require_images(entries, Path(data.dir))
-    generator = torch.Generator().manual_seed(int(config.train.seed))
     crop_rng = random.Random(int(config.train.seed))
     cache = LatentCache(vae_identity(bundle.vae), Path(data.dir) / STATE_FOLDER / "latents" if data.cache_latents else None)
     vae_device = next(bundle.vae.parameters()).device
@@ -59,6 +58,7 @@ def prepare_items(config, bundle, device: torch.device, events, should_stop: Cal
             for flip in ([False, True] if data.flip else [False]):
                 fitted, crop = fit_to_bucket(image, bucket, flip, bool(data.random_crop), crop_rng)
                 item.crop_top_left = crop
+                generator = _latent_generator(int(config.train.seed), image_hash, bucket, flip)
                 item.latents[flip] = cache.get(image_hash, bucket, flip, lambda: encode_latents(bundle.vae, _pixels(fitted)[None], generator)[0])
             items.append(item)
             _count(facts, item)
@@ -69,6 +69,16 @@ def prepare_items(config, bundle, device: torch.device, events, should_stop: Cal
 
         raise DatasetError(f"none of the images in {data.dir} could be read; see the warnings above")
     return items, facts
+
+
+def _latent_generator(seed: int, image_hash: str, bucket, flip: bool) -> torch.Generator:
+    """The posterior sample of one (image, bucket, flip) draws from its own seed, so a latent is
+    the same whether it was encoded now or read from the disk cache another run (with flips, or
+    other images) wrote: results never depend on what ran on the dataset before."""
+    import hashlib
+
+    key = f"{seed}:{image_hash}:{bucket[0]}x{bucket[1]}:{int(flip)}".encode()
+    return torch.Generator().manual_seed(int(hashlib.sha1(key).hexdigest()[:15], 16))
 
 
 def _count(facts: DatasetFacts, item: TrainItem) -> None:

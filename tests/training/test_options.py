@@ -1,5 +1,6 @@
 """Every loss/noise/precision option runs and trains (finite losses, weights change)."""
 
+import json
 import math
 
 import pytest
@@ -47,3 +48,18 @@ def test_missing_optional_optimizer_package_says_what_to_install(make_config):
     config = make_config("sd1", train={"optimizer": "adamw8bit"})
     with pytest.raises(UserError, match="CUDA"):
         train(config)
+
+
+def test_a_run_gives_the_same_losses_whatever_cached_the_latents_before(make_config, tmp_path):
+    """The disk latent cache is shared by every run on a dataset; it must never change a result."""
+    from tests.conftest import make_dataset
+
+    def losses(data, out, **dataset):
+        config = make_config(dataset={"dir": str(data), **dataset}, train={"max_steps": 3}, output={"dir": str(tmp_path / out)})
+        train(config)
+        return [json.loads(line)["loss"] for line in (config.logs_dir / "metrics.jsonl").read_text().splitlines()]
+
+    fresh = losses(make_dataset(tmp_path / "fresh"), "a")
+    warmed = make_dataset(tmp_path / "warmed")
+    losses(warmed, "b", flip=True)  # encodes both orientations of every image, in another order
+    assert losses(warmed, "c") == pytest.approx(fresh, rel=1e-6)
