@@ -4,49 +4,24 @@ Runs in both profiles (gradio 3.41.2 and 4.40.0). Screenshots are kept under
 `artifacts/ui/<gradio version>/` as test artifacts.
 """
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ui.servers import REPO, start_ui  # tests/ is on sys.path (rootdir-relative packages)
+
 pytestmark = pytest.mark.both_profiles
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, base_models, tiny_dataset):
-    port = _free_port()
-    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"))
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lora_trainer", "ui", "--checkpoint", str(base_models["sd1"]), "--dataset", str(tiny_dataset),
-         "--output", str(tmp_path / "out"), "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            time.sleep(0.5)
+    process, url = start_ui(["--checkpoint", base_models["sd1"], "--dataset", tiny_dataset, "--output", tmp_path / "out"], tmp_path)
     yield url, tmp_path / "out"
     process.terminate()
     process.wait(timeout=30)

@@ -4,17 +4,14 @@ unsaved edits, the leave-page warning, the problems panel. Screenshots go to
 `artifacts/ui/<gradio version>/tags-*.png`.
 """
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dataset.files import snapshot  # tests/ is on sys.path (rootdir-relative packages)
-from ui.test_browser import CHROMIUM, FLAGS, REPO, _free_port, _shots_dir
+from ui.servers import start_ui
+from ui.test_browser import CHROMIUM, FLAGS, _shots_dir
 
 pytestmark = pytest.mark.both_profiles
 
@@ -39,21 +36,7 @@ def _make(root: Path) -> Path:
 @pytest.fixture
 def editor(tmp_path):
     data = _make(tmp_path)
-    port = _free_port()
-    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "xdg"))
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "lora_trainer", "ui", "--dataset", str(data), "--port", str(port)],
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            time.sleep(0.5)
+    process, url = start_ui(["--dataset", data], tmp_path)
     if not Path(CHROMIUM).exists():
         process.terminate()
         pytest.skip("Chromium is not installed (make test installs it)")
