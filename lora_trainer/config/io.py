@@ -1,8 +1,6 @@
 """Config files (TOML or JSON by suffix) and `--set section.key=value` overrides."""
 
 import json
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -10,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from lora_trainer.config.schema import SECTION_CLASSES, FieldError, TrainConfig, field_default
 from lora_trainer.config.validate import coerce, parse_dict, raise_for, suggest, validate
 from lora_trainer.errors import ConfigError
+from lora_trainer.files import clean_stale_temp_files, write_atomically
 
 try:  # Python 3.11+
     import tomllib
@@ -192,21 +191,12 @@ def to_toml(config: Union[TrainConfig, Dict[str, Dict[str, Any]]], comments: boo
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write via a temp file in the same folder + os.replace: readers never see half a file."""
+    """UTF-8 text through `files.write_atomically`: readers never see half a file, and the pid-named
+    temp a killed writer leaves is removed by the next `clean_stale_temp_files` of that folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    return path
+    clean_stale_temp_files(path.parent)
+    return write_atomically(path, text.encode("utf-8"))
 
 
 def save_config(path: PathLike, config: TrainConfig) -> Path:

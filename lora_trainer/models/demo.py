@@ -116,12 +116,11 @@ def demo_state_dict(family: str, seed: int = 0) -> Tuple[Dict[str, torch.Tensor]
 
 def write_demo_checkpoint(family: str, out: Path, seed: int = 0) -> Path:
     """Write a tiny `.safetensors` checkpoint (atomically) and return its path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from lora_trainer.files import write_atomically
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state, metadata = demo_state_dict(family, seed)
-    temp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(temp), metadata=metadata)
-    temp.replace(out)
-    return out
+    return write_atomically(out, save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))

@@ -224,3 +224,34 @@ def test_a_state_caught_between_its_two_renames_is_put_back_the_newest_first(tmp
     assert recover_state(tmp_path / "state") == tmp_path / "state"
     assert (tmp_path / "state" / "state.json").read_text() == '{"step": 5}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+_PRESET_WRITER = """
+import sys
+from lora_trainer.config import save_user_preset, TrainConfig
+config = TrainConfig()
+config.dataset.dir = "x" * 40_000_000  # a big file: the write takes long enough to be caught mid-way
+while True:
+    save_user_preset(sys.argv[1], "mine", config, include_run_specific=True)
+"""
+
+
+def test_kill_9_while_saving_a_preset_keeps_the_old_one_and_the_next_save_removes_the_temp(tmp_path):
+    from lora_trainer.config import TrainConfig, list_presets, load_preset, save_user_preset
+
+    folder = tmp_path / "presets"
+    old = TrainConfig()
+    old.train.unet_lr = 3e-4
+    save_user_preset(folder, "mine", old)
+    process = subprocess.Popen([sys.executable, "-c", _PRESET_WRITER, str(folder)], cwd=REPO, env=CHILD_ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    caught = freeze_mid_write(process, [folder])
+    _kill(process)
+
+    assert all(str(process.pid) in p.name for p in caught), caught  # the writer's pid names its temp
+    assert "mine" in list_presets(folder)
+    survivor = load_preset("mine", folder)  # the old preset or a complete new one, never half of one
+    assert survivor["train"]["unet_lr"] == 3e-4 or len(survivor["dataset"]["dir"]) == 40_000_000
+
+    save_user_preset(folder, "other", old)  # the next save tidies the folder
+    assert _temps([folder]) == []

@@ -159,6 +159,21 @@ def test_a_shared_tab_reads_no_dataset_lora_or_settings_file_outside_its_roots(s
     assert "only folders under" in controller.import_settings(str(outside / "settings.json"), values)[1]
 
 
+@pytest.mark.parametrize("where", ["outside", "symlink", "dotdot"])
+def test_a_shared_tag_editor_opens_no_folder_outside_its_roots(shared_tab, where):
+    from lora_trainer.ui.tag_editor_controller import TagEditorController, View
+
+    controller, root, outside = shared_tab
+    (outside / "secret.png").write_bytes((root / "data").rglob("*.png").__next__().read_bytes())
+    (outside / "secret.txt").write_text("private caption")
+    editor = TagEditorController(controller.host)
+    target = {"outside": outside, "symlink": root / "escape", "dotdot": root / "data" / ".." / ".." / "outside"}[where]
+    screen = editor.open(View(), str(target))
+    assert "only folders under" in (screen.status or "")
+    assert editor.session is None  # nothing of the outside folder was read into the editor
+    assert editor.open(View(), str(root / "data")).status and editor.session is not None  # inside: opens
+
+
 class _Payload:
     """A pickle that creates a file when unpickled: what a malicious .bin would do."""
 
