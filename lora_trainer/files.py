@@ -84,8 +84,9 @@ def is_stale(path: Path) -> bool:
 def clean_stale_temp_files(folder: PathLike) -> int:
     """Remove the temp files and folders that killed writers left in `folder`; returns how many."""
     removed = 0
-    try:
-        candidates = [Path(entry.path) for entry in os.scandir(folder)]
+    try:  # names first: a caption folder holds thousands of entries, few of them hidden
+        candidates = [Path(entry.path) for entry in os.scandir(folder)
+                      if entry.name.startswith(".") and entry.name.endswith(LEFTOVER_SUFFIXES)]
     except OSError:  # missing or unreadable folder: nothing of ours to clean
         return 0
     for path in candidates:

@@ -9,7 +9,6 @@ mtime: a second check of an unchanged dataset only stats the files.
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -17,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from lora_trainer.dataset.buckets import BucketSettings, bucket_report, bucket_resolutions, choose_bucket
 from lora_trainer.dataset.captions import atomic_write
 from lora_trainer.dataset.images import DEFAULT_MAX_PIXELS, inspect_image
-from lora_trainer.dataset.library import DatasetIndex, _in_parallel
+from lora_trainer.dataset.library import DatasetIndex, in_parallel
 from lora_trainer.dataset.tags import token_counts
 
 CACHE_NAME = "image_check.json"
@@ -86,7 +85,7 @@ def image_facts(index: DatasetIndex, max_pixels: int = DEFAULT_MAX_PIXELS, worke
             cached = {}  # a damaged cache is only a slower check
     results: List[Optional[ImageFacts]] = [None] * len(index)
     keys = [index.relative(i) for i in range(len(index))]
-    stats = _in_parallel(lambda entry: _stat_key(entry.image), index.entries)
+    stats = in_parallel(lambda entry: _stat_key(entry.image), index.entries)
     todo = []
     for i, (key, stat) in enumerate(zip(keys, stats)):
         hit = cached.get(key)
@@ -95,10 +94,12 @@ def image_facts(index: DatasetIndex, max_pixels: int = DEFAULT_MAX_PIXELS, worke
             results[i] = ImageFacts(tuple(size) if size else None, digest, problem)
         else:
             todo.append(i)
-    if todo:
-        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2))) as pool:
-            for i, facts in zip(todo, pool.map(lambda i: _examine(index.entries[i].image, max_pixels), todo)):
-                results[i] = facts
+    # Threads only where each decode is slow (large images: Pillow decodes without the GIL); for
+    # small files they contend for the GIL and are slower than one thread.
+    decoded = in_parallel(lambda i: _examine(index.entries[i].image, max_pixels), todo,
+                          workers=workers or min(8, (os.cpu_count() or 2)), slow_s=0.002)
+    for i, facts in zip(todo, decoded):
+        results[i] = facts
     if use_cache and (todo or len(cached) != len(keys)):
         images = {key: [stat, list(f.size) if f.size else None, f.hash, f.problem]
                   for key, stat, f in zip(keys, stats, results) if stat is not None}

@@ -64,7 +64,7 @@ class EditReport:
                 "failed": list(self.failed)}
 
 
-def _in_parallel(function, items: Sequence, workers: int = 4, probe: int = 64, slow_s: float = 0.0004) -> List:
+def in_parallel(function, items: Sequence, workers: int = 4, probe: int = 64, slow_s: float = 0.0004) -> List:
     """`[function(x) for x in items]` for many small file operations. The first `probe` items
     run in this thread and are timed: on a fast local disk that is also the fastest way for
     the rest; where each one waits on storage (a network share, a busy disk) the rest is
@@ -82,7 +82,7 @@ def _in_parallel(function, items: Sequence, workers: int = 4, probe: int = 64, s
 
 def read_captions(entries: Sequence[ImageEntry]) -> List[Caption]:
     """The caption of every entry (file reads overlapped: 10,000 small files)."""
-    return _in_parallel(lambda entry: read_caption(entry.caption), list(entries))
+    return in_parallel(lambda entry: read_caption(entry.caption), list(entries))
 
 
 def clean_leftovers(scanned: ScanResult) -> int:
@@ -263,7 +263,7 @@ class DatasetIndex:
                 return exc
 
         written = []
-        for (i, _, _), new in zip(ready, _in_parallel(write, ready)):
+        for (i, _, _), new in zip(ready, in_parallel(write, ready)):
             caption = self.captions[i]
             if isinstance(new, CaptionConflict):
                 report.conflicts.append(caption.path)
@@ -381,7 +381,7 @@ class DatasetIndex:
             except OSError as exc:
                 return exc
 
-        for change, restored in zip(step.changes, _in_parallel(restore, step.changes)):
+        for change, restored in zip(step.changes, in_parallel(restore, step.changes)):
             position = by_path.get(os.fspath(change.path))
             path = self.entries[position].caption if position is not None else Path(change.path)
             if restored is None:
@@ -404,7 +404,7 @@ class DatasetIndex:
     def changed_on_disk(self, indices: Optional[Iterable[int]] = None) -> List[int]:
         """Indices of the captions (of `indices`, or all) whose file is no longer what was loaded."""
         chosen = list(range(len(self)) if indices is None else indices)
-        stale = _in_parallel(lambda i: not unchanged_on_disk(self.captions[i]), chosen)
+        stale = in_parallel(lambda i: not unchanged_on_disk(self.captions[i]), chosen)
         return [i for i, is_stale in zip(chosen, stale) if is_stale]
 
     def refresh(self, indices: Optional[Iterable[int]] = None) -> List[int]:

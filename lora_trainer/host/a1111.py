@@ -42,6 +42,7 @@ def capture_bundle(model):
     family = "sdxl" if model.is_sdxl else "sd2" if model.is_sd2 else "sd1"
     prediction = "v_prediction" if getattr(model, "parameterization", "eps") == "v" else "epsilon"
     bundle = load_bundle(model.state_dict(), family=family, prediction_type=prediction)
+    bundle.storage_owners = list(model.parameters()) + list(model.buffers())  # they follow a parked VAE / text encoder
     info = getattr(model, "sd_checkpoint_info", None)
     if info is not None:
         bundle.name = getattr(info, "name_for_extra", "") or bundle.name
@@ -161,7 +162,7 @@ class A1111Host:
 
                 alone = SingleProcess(pick_device(config.train.device))  # the WebUI's process, whatever its environment says
                 return train(config, bundle=bundle, events=events, should_stop=stop, check_model=model_changed, resume=resume,
-                             processes=alone)
+                             processes=alone, offload=_offload_setting())
             finally:
                 shared.state.end()
                 devices.torch_gc()
@@ -229,11 +230,27 @@ def on_ui_tabs():
     return [(build_tab(A1111Host()), "Train LoRA", "train_lora")]
 
 
+OFFLOAD_CHOICES = {"auto": None, "always": True, "never": False}
+
+
+def _offload_setting() -> Optional[bool]:
+    """The `train(offload=...)` of the setting: None (auto), True or False."""
+    return OFFLOAD_CHOICES.get(str(getattr(shared.opts, "lora_trainer_offload", "auto")), None)
+
+
 def on_ui_settings():
     shared.opts.add_option(
         "lora_trainer_allowed_roots",
         shared.OptionInfo("", "Train LoRA: folders allowed when the WebUI is shared (--listen/--share); one per line",
                           section=SETTINGS_SECTION),
+    )
+    import gradio as gr
+
+    shared.opts.add_option(
+        "lora_trainer_offload",
+        shared.OptionInfo("auto", "Train LoRA: park the VAE and frozen text encoders in RAM while training "
+                          "(frees VRAM for the UNet; auto = when they are on the GPU)",
+                          gr.Radio, {"choices": list(OFFLOAD_CHOICES)}, section=SETTINGS_SECTION),
     )
 
 

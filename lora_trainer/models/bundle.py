@@ -40,6 +40,9 @@ class ModelBundle:
     noise_scheduler: Any
     name: str = ""  # checkpoint file stem, for metadata
     notes: List[str] = field(default_factory=list)  # warnings worth showing the user
+    # Tensors of whoever owns these weights (the WebUI's model) that share our storages: when the
+    # training moves a frozen module's storage (training/offload.py), they move with it.
+    storage_owners: List[torch.Tensor] = field(default_factory=list)
 
     @property
     def vae_scaling_factor(self) -> float:

@@ -55,3 +55,12 @@ class EventBus:
 
     def warning(self, message: str) -> None:
         self.emit("warning", message=message)
+
+
+_PARKED_NAMES = {"vae": "VAE", "text_encoders": "text encoder(s)"}
+
+
+def parked_note(parked) -> str:
+    """What a "start" event's `parked` list means, for a log line ("" when nothing is parked)."""
+    names = [_PARKED_NAMES.get(name, name) for name in parked or []]
+    return f" ({' and '.join(names)} parked in RAM)" if names else ""

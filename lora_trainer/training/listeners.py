@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 from lora_trainer.errors import UserError
-from lora_trainer.training.events import Event
+from lora_trainer.training.events import Event, parked_note
 
 
 class MetricsWriter:
@@ -62,7 +62,7 @@ class ConsoleProgress:
         if event.kind == "start":
             processes = int(data.get("processes", 1))
             where = f"{data.get('device')}" + (f" (x {processes} processes)" if processes > 1 else "")
-            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {where}")
+            self._print(f"training {data.get('name', '')}: {data.get('total_steps')} steps on {where}" + parked_note(data.get("parked")))
             if self.tty:
                 from tqdm import tqdm
 

@@ -32,6 +32,7 @@ from lora_trainer.training import noise as noises
 from lora_trainer.training.data import TrainItem, collate_latents, epoch_batches, steps_per_epoch
 from lora_trainer.training.distributed import Processes, SingleProcess, pick_device, processes_for, stop_on_signals
 from lora_trainer.training.events import EventBus, Listener
+from lora_trainer.training.offload import FrozenOffload
 from lora_trainer.training.optim import build_optimizer, build_scheduler
 from lora_trainer.training.outputs import OutputWriter
 from lora_trainer.training.state import (RunState, capture_rng, check_world_size, load_state, process_rng,
@@ -78,9 +79,11 @@ class RunContext:
     should_stop: Callable[[], bool]
     check_model: Callable[[], Optional[str]]
     processes: Optional[Processes] = None  # None: this process alone
+    offload: Optional[FrozenOffload] = None  # None: nothing parked
 
     def __post_init__(self):
         self.processes = self.processes or SingleProcess(self.device)
+        self.offload = self.offload or FrozenOffload(self.bundle, False)
 
 
 def total_steps(config, items: List[TrainItem], world_size: int = 1) -> int:
@@ -171,6 +174,25 @@ class Conditioner:
                 self._cached_bytes -= sum(t.numel() * t.element_size() for t in dropped if t is not None)
         return entry
 
+    def precompute(self, captions: Sequence[str]) -> bool:
+        """Encode every caption the run can see once and keep them on the CPU, so that frozen text
+        encoders can leave the device. False (and nothing kept) when they are trained, when the
+        captions vary per step, or when the encodings would not fit the cache."""
+        if self.trainable or self.cache_bytes == 0:
+            return False
+        kept: "OrderedDict[str, Encoding]" = OrderedDict()
+        total = 0
+        for caption in dict.fromkeys(captions):
+            with torch.no_grad():
+                encoded = self.encode([caption])
+            entry = (encoded.hidden_states.cpu(), None if encoded.pooled is None else encoded.pooled.cpu())
+            total += sum(t.numel() * t.element_size() for t in entry if t is not None)
+            if total > self.cache_bytes:
+                return False
+            kept[caption] = entry
+        self._cache, self._cached_bytes = kept, total
+        return True
+
     def __call__(self, captions: List[str]):
         from lora_trainer.models.conditioning import TextConditioning
 
@@ -183,6 +205,14 @@ class Conditioner:
         hidden = torch.cat([entries[c][0] for c in captions])
         pooled = None if entries[captions[0]][1] is None else torch.cat([entries[c][1] for c in captions])
         return TextConditioning(hidden, pooled)
+
+
+def run_captions(config, items: Sequence[TrainItem]) -> List[str]:
+    """Every caption the text encoders can be given in a run whose captions do not vary per step
+    (no shuffling or tag dropout): each item's, as training normalises it, and "" for caption dropout."""
+    fixed = CaptionAugment(int(config.dataset.keep_tokens), False, 0.0, 0.0)
+    captions = [training_caption(item.caption, fixed) for item in items]
+    return captions + ([""] if float(config.dataset.caption_dropout) > 0 else [])
 
 
 def _unet_kwargs(bundle, batch: List[TrainItem], cond, device, dtype) -> Dict:
@@ -372,12 +402,17 @@ def _emit_samples(loop: Loop, step: int) -> None:
     if not prompts:
         return
     size = int(ctx.config.dataset.resolution)
-    images = render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
-                    width=int(sample.width or size), height=int(sample.height or size),
-                    cfg_scale=float(sample.cfg_scale), negative_prompt=sample.negative_prompt,
-                    clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
+    with ctx.offload.resident():
+        images = _render_samples(render, ctx, sample, prompts, size)
     paths = ctx.output.save_samples(step, images)
     ctx.events.emit("sample", step=step, images=images, paths=[str(p) for p in paths], prompts=prompts)
+
+
+def _render_samples(render, ctx: RunContext, sample, prompts: List[str], size: int) -> list:
+    return render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
+                    width=int(sample.width or size), height=int(sample.height or size),
+                    cfg_scale=float(sample.cfg_scale), negative_prompt=sample.negative_prompt,
+                  clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
 
 
 def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:
@@ -446,7 +481,8 @@ def run_loop(loop: Loop) -> RunResult:
     first_step = loop.state.step
     last_loss: Optional[float] = None
     events.emit("start", name=ctx.output.name, step=first_step, total_steps=loop.total, device=str(ctx.device),
-                family=ctx.bundle.family, images=len(ctx.items), processes=ctx.processes.world_size)
+                family=ctx.bundle.family, images=len(ctx.items), processes=ctx.processes.world_size,
+                parked=ctx.offload.parked)
     try:
         while loop.state.step < loop.total:
             reason = ctx.check_model()
@@ -534,8 +570,12 @@ def _attached(events: EventBus, listeners: List[Listener]) -> Iterator[None]:
 
 def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop: Optional[Callable[[], bool]] = None,
           check_model: Optional[Callable[[], Optional[str]]] = None, resume: Optional[Path] = None,
-          output: Optional[OutputWriter] = None, processes: Optional[Processes] = None) -> RunResult:
+          output: Optional[OutputWriter] = None, processes: Optional[Processes] = None,
+          offload: Optional[bool] = None) -> RunResult:
     """Run one training job; the adapters are removed from the model afterwards, always.
+
+    `offload`: park the VAE (once latents are encoded) and frozen text encoders (once every
+    caption is encoded) on the CPU during the run; None: whatever is on an accelerator.
 
     `processes`: None means this process alone, unless a launcher started several (then each one
     calls `train` and they train data-parallel). On ranks other than 0, `events` receives nothing
@@ -556,7 +596,8 @@ def train(config, *, bundle=None, events: Optional[EventBus] = None, should_stop
     with stop_on_signals(processes) as signalled, _attached(events, listeners):
         stop_flag = should_stop or (lambda: False)
         try:
-            return _train(config, bundle, events, lambda: stop_flag() or signalled.is_set(), check_model, resume, output, processes)
+            return _train(config, bundle, events, lambda: stop_flag() or signalled.is_set(), check_model, resume, output,
+                          processes, offload)
         except StorageError as exc:
             raise _storage_failure(exc, output, events) from exc
 
@@ -571,18 +612,29 @@ def _storage_failure(exc: StorageError, output: OutputWriter, events: EventBus) 
 
 
 def _train(config, bundle, events: EventBus, should_stop: Callable[[], bool], check_model, resume: Optional[Path],
-           output: OutputWriter, processes: Processes) -> RunResult:
-    from lora_trainer.training.prepare import prepare_items
-
+           output: OutputWriter, processes: Processes, offload_mode: Optional[bool]) -> RunResult:
     device = processes.device
     bundle = bundle or _load_base(config, events)
     if config.train.zero_terminal_snr:
         noises.zero_terminal_snr(bundle.noise_scheduler)
     torch.manual_seed(int(config.train.seed))
+    offload = FrozenOffload(bundle, offload_mode)
+    try:
+        return _train_with(config, bundle, events, should_stop, check_model, resume, output, processes, offload)
+    finally:
+        offload.restore()
+
+
+def _train_with(config, bundle, events: EventBus, should_stop: Callable[[], bool], check_model, resume: Optional[Path],
+                output: OutputWriter, processes: Processes, offload: FrozenOffload) -> RunResult:
+    from lora_trainer.training.prepare import prepare_items
+
+    device = processes.device
     with processes.main_first() if config.dataset.cache_latents else nullcontext():  # rank 0 fills the disk cache
         items, facts = prepare_items(config, bundle, device, events, should_stop)
+    offload.park("vae")  # idle until a sample is rendered
     ctx = RunContext(config, bundle, items, facts, device, events, output, should_stop, check_model or (lambda: None),
-                     processes)
+                     processes, offload)
     bundle.unet.to(device)
     for encoder in bundle.text_encoders:
         encoder.to(device)
@@ -592,6 +644,8 @@ def _train(config, bundle, events: EventBus, should_stop: Callable[[], bool], ch
         for name in adapters.tuners:
             adapters.components[name].train()
         loop = Loop(ctx, adapters, total_steps(config, items, processes.world_size))
+        if offload.wants("text_encoders") and loop.conditioner.precompute(run_captions(config, items)):
+            offload.park("text_encoders")  # frozen, and every caption is encoded
         if resume:
             loop.restore(Path(resume))
         return run_loop(loop)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from lora_trainer.errors import UserError
-from lora_trainer.training.events import Event, EventBus
+from lora_trainer.training.events import Event, EventBus, parked_note
 
 LOG_LINES = 400
 
@@ -118,7 +118,8 @@ class JobManager:
             if event.kind == "start":
                 state.status = "stopping" if self._stop.is_set() else "running"
                 state.total, state.step = data.get("total_steps", state.total), data.get("step", 0)
-                self._log(f"training {data.get('name')}: {data.get('images')} images, {state.total} steps on {data.get('device')}")
+                self._log(f"training {data.get('name')}: {data.get('images')} images, {state.total} steps on {data.get('device')}"
+                          + parked_note(data.get("parked")))
             elif event.kind == "step":
                 state.step, state.total = data["step"], data["total"]
                 state.it_s, state.eta_s = data.get("it_s", 0.0), data.get("eta_s", 0.0)

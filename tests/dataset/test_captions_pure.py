@@ -252,11 +252,11 @@ def test_symlinked_caption_is_edited_through_the_link(tmp_path):
 
 
 def test_overlapped_file_operations_keep_order_on_both_paths(tmp_path):
-    from lora_trainer.dataset.library import _in_parallel
+    from lora_trainer.dataset.library import in_parallel
 
     items = list(range(300))
-    assert _in_parallel(lambda n: n * 2, items, slow_s=float("inf")) == [n * 2 for n in items]  # this thread
-    assert _in_parallel(lambda n: n * 2, items, slow_s=0.0) == [n * 2 for n in items]  # threads after the probe
+    assert in_parallel(lambda n: n * 2, items, slow_s=float("inf")) == [n * 2 for n in items]  # this thread
+    assert in_parallel(lambda n: n * 2, items, slow_s=0.0) == [n * 2 for n in items]  # threads after the probe
 
 
 def test_no_edit_without_an_undo_record(tmp_path):

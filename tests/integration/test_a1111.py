@@ -260,11 +260,18 @@ def test_train_from_the_tab_and_use_the_lora_at_once(webui, page, dataset):
 
 
 def test_interrupt_stops_training_with_a_resumable_state(webui, page, dataset):
+    """Also with the VAE and the frozen text encoder parked in RAM (setting "always": a real move
+    of the WebUI's own weights even on the CPU): the WebUI gets them back bit-identical."""
+    _api(webui.url, "/sdapi/v1/options", {"lora_trainer_offload": "always"})
+    before = webui.txt2img("tinychar, red circle")
     _open_tab(page, webui)
     if (webui.root / "models" / "Lora" / "a1111_lora.safetensors").exists():  # after the first test: the page re-attaches
         page.wait_for_function("() => document.querySelector('#train_lora_output_name input, #train_lora_output_name textarea')"
                                ".value === 'a1111_lora'", timeout=60000)
     _fill_form(page, dataset, "a1111_halted", steps=500)
+    page.locator("#train_lora_tabs .tab-nav button", has_text="Settings").first.click()
+    page.locator("#train_lora_network_train_text_encoder input").uncheck()
+    page.locator("#train_lora_tabs .tab-nav button", has_text="Train").first.click()
     page.locator("#train_lora_start").click()
     _wait_progress(page, ["step 1/", "step 2/", "step 3/"], seconds=900)
     _api(webui.url, "/sdapi/v1/interrupt", {})
@@ -276,6 +283,8 @@ def test_interrupt_stops_training_with_a_resumable_state(webui, page, dataset):
     log = page.locator("#train_lora_log textarea").first.input_value()
     assert (state / "state.json").is_file(), f"no resumable state in {state}; the tab's log:\n{log}"
     assert not (webui.root / "models" / "Lora" / "a1111_halted.safetensors").exists()
+    assert "VAE and text encoder(s) parked in RAM" in log, log
+    assert webui.txt2img("tinychar, red circle") == before, "the parked weights did not come back as they were"
 
 
 def test_install_py_installs_nothing_the_second_time(webui):

@@ -62,3 +62,51 @@ def test_half_precision_live_weights_train_under_autocast_and_stay_untouched(mak
 
     with safe_open(str(result.output), "pt") as f:
         assert any(k.endswith("lora_up.weight") and f.get_tensor(k).abs().sum() > 0 for k in f.keys())
+
+
+def _run_recording(config, bundle, state, **kwargs):
+    """Train; at every step note whether the VAE / text encoder weights were parked on storages
+    of their own and whether the owner's tensors were on those same storages."""
+    owner_ptrs = lambda: {t.untyped_storage().data_ptr() for t in state.values()}  # noqa: E731
+    held = [p.untyped_storage() for m in [bundle.vae, bundle.text_encoders[0]] for p in m.parameters()]  # no address reuse
+    original = {name: {p.untyped_storage().data_ptr() for p in m.parameters()} for name, m in
+                [("vae", bundle.vae), ("text", bundle.text_encoders[0])]}
+    seen, losses, samples = [], [], []
+
+    def listen(event):
+        if event.kind == "step":
+            losses.append(event.data["loss"])
+            now = {name: {p.untyped_storage().data_ptr() for p in m.parameters()} for name, m in
+                   [("vae", bundle.vae), ("text", bundle.text_encoders[0])]}
+            seen.append({name: (not (now[name] & original[name]), now[name] <= owner_ptrs()) for name in now})
+        elif event.kind == "sample":
+            samples.extend(image.tobytes() for image in event.data["images"])
+
+    result = train(config, bundle=bundle, events=EventBus([listen]), **kwargs)
+    del held
+    return result, losses, samples, seen
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_parking_the_frozen_vae_and_text_encoders_changes_no_result_and_gives_the_owner_back_its_weights(make_config, family):
+    """What the WebUI user gets on a GPU: VRAM freed during the run, the same LoRA, and a model
+    that generates exactly as before. Parked weights are a real copy here (CPU to CPU)."""
+    kohya = "sdxl" if family == "sdxl" else "sd1"
+    sections = dict(network={"train_text_encoder": False}, train={"max_steps": 4},
+                    sample={"every_steps": 2, "prompts": ["a photo"], "steps": 2})
+    state, bundle = _live(family)
+    plain = _run_recording(make_config(kohya, output={"name": "plain"}, **sections), bundle, state, offload=False)
+
+    state, bundle = _live(family)
+    before = {k: v.clone() for k, v in state.items()}
+    bundle.storage_owners = list(state.values())
+    parked = _run_recording(make_config(kohya, output={"name": "parked"}, **sections), bundle, state, offload=True)
+
+    assert parked[0].status == "done"
+    assert all(s == {"vae": (True, True), "text": (True, True)} for s in parked[3]), parked[3]  # moved, owner followed
+    assert parked[1] == plain[1], "parking changed the losses"
+    assert parked[2] == plain[2] and len(parked[2]) == 2, "parking changed the samples"
+    assert all(torch.equal(v, before[k]) for k, v in state.items())
+    owner = {t.untyped_storage().data_ptr() for t in state.values()}
+    for module in [bundle.unet, bundle.vae] + bundle.text_encoders:
+        assert {p.untyped_storage().data_ptr() for p in module.parameters()} <= owner, "a weight is no longer shared"
