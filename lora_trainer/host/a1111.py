@@ -25,7 +25,7 @@ def _lora_dir() -> Path:
 def _refuse_unsupported(model) -> None:
     if getattr(model, "is_sd3", False):
         raise UserError("the loaded model is SD3; LoRA training supports SD1.x, SD2.x and SDXL checkpoints")
-    if getattr(shared.cmd_opts, "lowvram", False) or getattr(model, "lowvram", False):
+    if getattr(shared.cmd_opts, "lowvram", False):  # not `model.lowvram`: --medvram sets that too
         raise UserError("training is not possible with --lowvram (layers move between devices); restart without it or use --medvram")
     if getattr(devices, "fp8", False):
         raise UserError("the model is stored in fp8 (Settings > Optimizations > FP8 weight); turn that off to train")

@@ -78,8 +78,8 @@ def _weights_bytes(checkpoint: str) -> int:
 
 
 class WebUI:
-    def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
+    def __init__(self, root: Path, extra_args=()):
+        self.root, self.port, self.extra_args = root, _free_port(), list(extra_args)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "webui.log"
         self.process = None
@@ -93,7 +93,7 @@ class WebUI:
         args = [_python(), "launch.py", "--data-dir", str(self.root), "--ckpt", CKPT, "--port", str(self.port), "--api",
                 "--use-cpu", "all", "--no-half", "--precision", "full", "--skip-torch-cuda-test", "--skip-version-check",
                 "--no-download-sd-model", "--loglevel", "DEBUG"]
-        args += shlex.split(os.environ.get("A1111_ARGS", ""))
+        args += self.extra_args + shlex.split(os.environ.get("A1111_ARGS", ""))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.process = subprocess.Popen(args, cwd=WEBUI, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 900
