@@ -50,11 +50,14 @@ def _run(page, webui, dataset: Path, name: str, steps: int = 3) -> str:
     """Start a run from the tab and wait for it to end; returns the tab's log."""
     _open_tab(page, webui)
     _fill_form(page, dataset, name, steps)
+    log = page.locator("#train_lora_log textarea").first
+    previous = log.input_value()  # the page re-attaches to the last job: wait for this one's end
     page.locator("#train_lora_start").click()
-    page.wait_for_function("() => ['interrupted', 'done', 'failed', 'nan'].includes("
-                           "document.querySelector('#train_lora_progress .train-lora-progress')?.dataset.status)",
-                           timeout=1800000)
-    return page.locator("#train_lora_log textarea").first.input_value()
+    page.wait_for_function("(previous) => ['interrupted', 'done', 'failed', 'nan'].includes("
+                           "document.querySelector('#train_lora_progress .train-lora-progress')?.dataset.status)"
+                           " && document.querySelector('#train_lora_log textarea').value !== previous",
+                           arg=previous, timeout=1800000)
+    return log.input_value()
 
 
 def _refused(page, webui, dataset: Path, name: str, *words: str, generate: bool = True) -> None:
