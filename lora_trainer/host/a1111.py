@@ -289,6 +289,22 @@ def _deepbooru_scores(pil_image) -> List:
             if score >= _DEEPBOORU_FLOOR and not tag.startswith("rating:") and tag not in filtered]
 
 
+def _blip_captioner():
+    """(caption function, release function) of the WebUI's BLIP alone.
+
+    `Interrogator.load()` also loads CLIP ViT-L (~1.7 GB, and a download on first use) that a
+    caption does not need; this is the BLIP half of it, as the WebUI itself does it.
+    """
+    interrogator = shared.interrogator
+    if interrogator.blip_model is None:
+        interrogator.blip_model = interrogator.load_blip_model()
+        if not shared.cmd_opts.no_half and not interrogator.running_on_cpu:
+            interrogator.blip_model = interrogator.blip_model.half()
+    interrogator.blip_model = interrogator.blip_model.to(devices.device_interrogate)
+    interrogator.dtype = next(interrogator.blip_model.parameters()).dtype  # what generate_caption casts the image to
+    return interrogator.generate_caption, interrogator.send_blip_to_ram
+
+
 def _autotag(images, method: str, progress=None, should_stop=None) -> list:
     """Host.autotag for the WebUI: under its GPU lock (generation waits, and so do we), never
     while a LoRA trains, with progress in the WebUI's own bar and its Interrupt honoured."""
@@ -317,8 +333,8 @@ def _autotag(images, method: str, progress=None, should_stop=None) -> list:
                 deepbooru.model.start()
                 tag, finish = _deepbooru_scores, deepbooru.model.stop
             else:
-                shared.interrogator.load()
-                tag, finish = (lambda pil: [(shared.interrogator.generate_caption(pil), 1.0)]), shared.interrogator.unload
+                caption, finish = _blip_captioner()
+                tag = lambda pil: [(caption(pil), 1.0)]  # noqa: E731 - one "tag": the whole caption
             try:
                 for done, path in enumerate(images, start=1):
                     if (should_stop is not None and should_stop()) or shared.state.interrupted:

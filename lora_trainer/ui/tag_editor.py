@@ -38,8 +38,8 @@ class TagEditor:
             self.view = gr.State(View())
             self.confirm_kind = gr.State("")
             self.banner = gr.HTML(banner_html(0), elem_id="train_lora_tags_banner")
+            self.summary = gr.Markdown("", elem_id="train_lora_tags_summary")  # own line: a long path must not squeeze the buttons
             with gr.Row(elem_id="train_lora_tags_toolbar"):
-                self.summary = gr.Markdown("", elem_id="train_lora_tags_summary")
                 self.open_button = gr.Button("Open / reload", size="sm", elem_id="train_lora_tags_open", min_width=70)
                 self.undo_button = gr.Button("↶ Undo", size="sm", interactive=False, elem_id="train_lora_tags_undo", min_width=70)
                 self.redo_button = gr.Button("↷ Redo", size="sm", interactive=False, elem_id="train_lora_tags_redo", min_width=70)

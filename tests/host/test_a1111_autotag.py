@@ -50,20 +50,28 @@ def webui(monkeypatch):
                                             stop=lambda: calls.append("deepbooru stop"))
 
     class Interrogator:
+        """The WebUI's: BLIP and CLIP; a caption needs BLIP alone (load() would also load CLIP)."""
+
+        blip_model, running_on_cpu, dtype = None, True, None
+
         def load(self):
+            calls.append("clip load")  # must not happen: a caption does not need CLIP
+
+        def load_blip_model(self):
             calls.append("blip load")
+            return torch.nn.Linear(2, 2)
 
         def generate_caption(self, pil):
-            calls.append(("blip caption", lock.locked(), pil.mode))
+            calls.append(("blip caption", lock.locked(), pil.mode, self.dtype))
             return "a red circle on a plain background"
 
-        def unload(self):
-            calls.append("blip unload")
+        def send_blip_to_ram(self):
+            calls.append("blip to ram")
 
     shared = types.SimpleNamespace(
-        state=State(), interrogator=Interrogator(), cmd_opts=types.SimpleNamespace(lowvram=False, medvram=False),
+        state=State(), interrogator=Interrogator(), cmd_opts=types.SimpleNamespace(lowvram=False, medvram=False, no_half=True),
         opts=types.SimpleNamespace(deepbooru_use_spaces=True, deepbooru_escape=True, deepbooru_filter_tags="watermark"))
-    devices = types.SimpleNamespace(device="cpu", fp8=False, autocast=contextlib.nullcontext,
+    devices = types.SimpleNamespace(device="cpu", device_interrogate="cpu", fp8=False, autocast=contextlib.nullcontext,
                                     torch_gc=lambda: calls.append("torch_gc"))
     images = types.SimpleNamespace(resize_image=lambda mode, image, w, h: image.resize((w, h)))
     package = types.ModuleType("modules")
@@ -96,6 +104,8 @@ def test_deepdanbooru_scores_formatted_as_the_webui_settings_say_under_its_lock(
 
 
 def test_blip_captions_and_stop(webui, tmp_path):
+    import torch
+
     a1111, shared, calls = webui
     images = [png(tmp_path / f"{n}.png") for n in range(5)]
     seen = []
@@ -105,7 +115,8 @@ def test_blip_captions_and_stop(webui, tmp_path):
 
     results = a1111.A1111Host().autotag(images, "blip", progress=lambda done, total: seen.append(done), should_stop=stop)
     assert results == [[("a red circle on a plain background", 1.0)]] * 2
-    assert calls[0] == "blip load" and calls[-2:] == ["blip unload", "torch_gc"]
+    assert calls[0] == "blip load" and calls[-2:] == ["blip to ram", "torch_gc"] and "clip load" not in calls
+    assert all(c[3] == torch.float32 for c in calls if isinstance(c, tuple))  # the image is cast to BLIP's dtype
 
 
 def test_refused_while_a_lora_trains_and_interrupt_is_honoured(webui, tmp_path):

@@ -78,8 +78,8 @@ def _weights_bytes(checkpoint: str) -> int:
 
 
 class WebUI:
-    def __init__(self, root: Path, extra_args=()):
-        self.root, self.port, self.extra_args = root, _free_port(), list(extra_args)
+    def __init__(self, root: Path, extra_args=(), env=None):
+        self.root, self.port, self.extra_args, self.env = root, _free_port(), list(extra_args), dict(env or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "webui.log"
         self.process = None
@@ -94,7 +94,7 @@ class WebUI:
                 "--use-cpu", "all", "--no-half", "--precision", "full", "--skip-torch-cuda-test", "--skip-version-check",
                 "--no-download-sd-model", "--loglevel", "DEBUG"]
         args += self.extra_args + shlex.split(os.environ.get("A1111_ARGS", ""))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **self.env)
         self.process = subprocess.Popen(args, cwd=WEBUI, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 900
         while time.time() < deadline:
