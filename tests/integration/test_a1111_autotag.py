@@ -75,7 +75,7 @@ def _hf_home(root: Path) -> Path:
     hub.mkdir(parents=True)
     for entry in (given.iterdir() if given.is_dir() else []):
         (hub / entry.name).symlink_to(entry)
-    snapshot = hub / "models--bert-base-uncased" / "snapshots" / "0" * 40
+    snapshot = hub / "models--bert-base-uncased" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
     (hub / "models--bert-base-uncased" / "refs").mkdir()
     (hub / "models--bert-base-uncased" / "refs" / "main").write_text("0" * 40)
