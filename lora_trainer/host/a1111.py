@@ -43,11 +43,26 @@ def capture_bundle(model):
     prediction = "v_prediction" if getattr(model, "parameterization", "eps") == "v" else "epsilon"
     bundle = load_bundle(model.state_dict(), family=family, prediction_type=prediction)
     bundle.storage_owners = list(model.parameters()) + list(model.buffers())  # they follow a parked VAE / text encoder
+    bundle.tokenizers = [theirs or ours for theirs, ours in zip(_webui_clip_tokenizers(model), bundle.tokenizers)]
     info = getattr(model, "sd_checkpoint_info", None)
     if info is not None:
         bundle.name = getattr(info, "name_for_extra", "") or bundle.name
         bundle.sha256 = getattr(info, "sha256", "") or ""
     return bundle
+
+
+def _webui_clip_tokenizers(model) -> list:
+    """The WebUI's own transformers CLIP tokenizer for each text encoder (None where it uses
+    open_clip's): captions are then split into ids exactly as the WebUI splits prompts."""
+    if getattr(model, "is_sdxl", False):
+        embedders = list(getattr(getattr(model, "conditioner", None), "embedders", []))[:2]
+    else:
+        embedders = [getattr(model, "cond_stage_model", None)]
+    found = []
+    for embedder in embedders:
+        tokenizer = getattr(getattr(embedder, "wrapped", embedder), "tokenizer", None)
+        found.append(tokenizer if hasattr(tokenizer, "bos_token_id") and callable(tokenizer) else None)
+    return found
 
 
 def _restore_unmerged_weights(model) -> None:
@@ -117,7 +132,9 @@ class A1111Host:
 
     def defaults(self) -> dict:
         info = getattr(shared.sd_model, "sd_checkpoint_info", None)
-        return {"model": {"checkpoint": getattr(info, "filename", "")}, "output": {"dir": str(_lora_dir())}}
+        model = {"checkpoint": getattr(info, "filename", ""),
+                 "clip_skip": int(getattr(shared.opts, "CLIP_stop_at_last_layers", 1) or 1)}  # as the user generates
+        return {"model": model, "output": {"dir": str(_lora_dir())}}
 
     def user_data_dir(self) -> Path:
         return Path(shared.data_path) / "lora_trainer"

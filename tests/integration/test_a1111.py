@@ -130,6 +130,15 @@ class WebUI:
         return image.convert("RGB").tobytes()
 
 
+def _report(figures: dict) -> None:
+    """Figures of a run, printed (`pytest -s`) and kept in artifacts/a1111/figures.json."""
+    folder = REPO / "artifacts" / "a1111"
+    folder.mkdir(parents=True, exist_ok=True)
+    rounded = {k: round(v, 3) for k, v in figures.items()}
+    (folder / "figures.json").write_text(json.dumps(rounded, indent=1) + "\n")
+    print("\n" + "\n".join(f"  {k}: {v}" for k, v in rounded.items()))
+
+
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
     server = WebUI(tmp_path_factory.mktemp("a1111-data"))
@@ -247,6 +256,8 @@ def test_train_from_the_tab_and_use_the_lora_at_once(webui, page, dataset):
     assert "didn't match keys" not in log, [line for line in log.splitlines() if "didn't match keys" in line]
     growth = peak[0] - baseline
     weights = _weights_bytes(CKPT)
+    _report({"rss_before_training_mib": baseline / 2**20, "rss_peak_during_training_mib": peak[0] / 2**20,
+             "rss_growth_mib": growth / 2**20, "weights_in_memory_mib": weights / 2**20, "growth_share_of_weights": growth / weights})
     assert growth < 0.25 * weights, f"RSS grew by {growth / 2**20:.0f} MiB during training; the weights are {weights / 2**20:.0f} MiB"
 
     assert page.locator("#train_lora_grid_prompts textarea").first.input_value() == "tinychar"

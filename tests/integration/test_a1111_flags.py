@@ -17,8 +17,11 @@ pytestmark = [pytest.mark.skipif(WEBUI is None or not CKPT, reason="set A1111_WE
               pytest.mark.timeout(3600)]
 
 
-def _server(tmp_path_factory, name: str, *flags: str):
-    server = WebUI(tmp_path_factory.mktemp(name), extra_args=flags)
+def _server(tmp_path_factory, name: str, *flags: str, settings=None):
+    root = tmp_path_factory.mktemp(name)
+    if settings:
+        (root / "config.json").write_text(json.dumps(settings))  # the WebUI's settings file in its --data-dir
+    server = WebUI(root, extra_args=flags)
     server.start()
     return server
 
@@ -75,7 +78,7 @@ def _refused(page, webui, dataset: Path, name: str, *words: str, generate: bool 
 
 @pytest.fixture(scope="module")
 def medvram(tmp_path_factory):
-    server = _server(tmp_path_factory, "a1111-medvram", "--medvram")
+    server = _server(tmp_path_factory, "a1111-medvram", "--medvram", settings={"CLIP_stop_at_last_layers": 2})
     yield server
     server.stop()
 
@@ -94,6 +97,7 @@ def test_medvram_trains_the_unet_alone_and_leaves_the_model_as_it_was(medvram, p
         metadata = handle.metadata()
     assert keys and all(k.startswith("lora_unet_") for k in keys), [k for k in keys if not k.startswith("lora_unet_")][:5]
     assert metadata["ss_network_module"] == "networks.lora"
+    assert metadata["ss_clip_skip"] == "2"  # the WebUI's Clip skip setting is the tab's default
     assert medvram.txt2img("tinychar, red circle") == before
     assert medvram.txt2img("tinychar, red circle <lora:medvram_lora:1>") != before
 
