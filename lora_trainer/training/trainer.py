@@ -237,9 +237,15 @@ class Draws:
     timesteps: torch.Tensor  # [B] on the CPU
 
 
-def all_finite(tensors: List[torch.Tensor]) -> bool:
-    """Whether every value is finite, with one device sync for all the tensors."""
-    return bool(torch.isfinite(torch.stack([t.detach().abs().amax().float() for t in tensors])).all())
+def gradient_norm(params: List[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The total L2 norm of the gradients, clipped to `max_norm` when it is above 0. NaN or inf
+    when any gradient is: the one number the NaN guard needs (no pass over the weights)."""
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).float() for g in grads]))
 
 
 class Loop:
@@ -355,17 +361,16 @@ class Loop:
         self.processes.sum_gradients(params)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        max_norm = float(self.ctx.config.train.max_grad_norm)
-        if max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if self.scaler:
+        norm = gradient_norm(params, float(self.ctx.config.train.max_grad_norm))
+        if self.scaler:  # fp16: a step with inf gradients is skipped by the scaler, which lowers its scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
+        elif math.isfinite(float(norm)):
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not all_finite(params):  # a NaN/inf gradient poisons the weights while the loss still looked fine
+        else:  # a NaN/inf gradient would poison the weights while the loss still looked fine: stop first
+            self.optimizer.zero_grad(set_to_none=True)
             return float("nan")
+        self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.state.step += 1
         return total
