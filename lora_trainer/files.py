@@ -78,7 +78,7 @@ def is_stale(path: Path) -> bool:
     if not name.startswith(".") or not name.endswith(LEFTOVER_SUFFIXES):
         return False
     pids = list(_writer_pids(name))
-    return bool(pids) and not any(pid == os.getpid() or _pid_alive(pid) for pid in pids)
+    return bool(pids) and not any(pid == os.getpid() or pid_alive(pid) for pid in pids)
 
 
 def clean_stale_temp_files(folder: PathLike) -> int:
@@ -103,7 +103,8 @@ def clean_stale_temp_files(folder: PathLike) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (someone else's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

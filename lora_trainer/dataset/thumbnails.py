@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from lora_trainer.dataset.images import DEFAULT_MAX_PIXELS, ImageProblem, open_preview
+from lora_trainer.files import pid_alive
 
 DEFAULT_SIZE = 200  # pixels on the longer side
 DEFAULT_MAX_BYTES = 96 * 1024 * 1024
@@ -55,6 +56,20 @@ class Thumbnail:
         return 256 + (len(self.data) if self.data else 0)
 
 
+TEMP_PREFIX = "lora_trainer_thumbs_"
+
+
+def own_temp_folder() -> Path:
+    """A new temp folder named after this process (`lora_trainer_thumbs_<pid>_<random>`). The
+    folders of processes that are gone are removed first: a killed server never ran its cleanup."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(TEMP_PREFIX + "*_*"):
+        pid = old.name[len(TEMP_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}_"))
+
+
 def _key(path: Path) -> Tuple[str, Optional[int], Optional[int]]:
     try:
         stat = os.stat(path)
@@ -71,7 +86,7 @@ class ThumbnailCache:
                  max_pixels: int = DEFAULT_MAX_PIXELS, folder: Optional[Path] = None):
         self.size = int(size)
         if folder is None:  # our own temporary folder, removed with the cache (or at exit)
-            folder = Path(tempfile.mkdtemp(prefix="lora_trainer_thumbs_"))
+            folder = own_temp_folder()
             weakref.finalize(self, shutil.rmtree, str(folder), True)
         self.folder = Path(folder)
         self.max_bytes = int(max_bytes)

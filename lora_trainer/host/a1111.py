@@ -132,8 +132,9 @@ class A1111Host:
 
     def defaults(self) -> dict:
         info = getattr(shared.sd_model, "sd_checkpoint_info", None)
-        model = {"checkpoint": getattr(info, "filename", ""),
-                 "clip_skip": int(getattr(shared.opts, "CLIP_stop_at_last_layers", 1) or 1)}  # as the user generates
+        model = {"checkpoint": getattr(info, "filename", "")}
+        if not getattr(shared.sd_model, "is_sdxl", False):  # SDXL always uses the penultimate layers
+            model["clip_skip"] = int(getattr(shared.opts, "CLIP_stop_at_last_layers", 1) or 1)  # as the user generates
         return {"model": model, "output": {"dir": str(_lora_dir())}}
 
     def user_data_dir(self) -> Path:

@@ -407,17 +407,13 @@ def _emit_samples(loop: Loop, step: int) -> None:
     if not prompts:
         return
     size = int(ctx.config.dataset.resolution)
-    with ctx.offload.resident():
-        images = _render_samples(render, ctx, sample, prompts, size)
+    with ctx.offload.resident():  # the parked VAE / text encoders render on the device, as before
+        images = render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
+                        width=int(sample.width or size), height=int(sample.height or size),
+                        cfg_scale=float(sample.cfg_scale), negative_prompt=sample.negative_prompt,
+                        clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
     paths = ctx.output.save_samples(step, images)
     ctx.events.emit("sample", step=step, images=images, paths=[str(p) for p in paths], prompts=prompts)
-
-
-def _render_samples(render, ctx: RunContext, sample, prompts: List[str], size: int) -> list:
-    return render(ctx.bundle, prompts, seed=int(sample.seed), steps=int(sample.steps),
-                    width=int(sample.width or size), height=int(sample.height or size),
-                    cfg_scale=float(sample.cfg_scale), negative_prompt=sample.negative_prompt,
-                  clip_skip=int(ctx.config.model.clip_skip), device=ctx.device)
 
 
 def _metadata(loop: Loop, started: float, final: bool) -> Dict[str, str]:

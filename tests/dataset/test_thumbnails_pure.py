@@ -64,3 +64,38 @@ def test_background_prefetch_fills_the_cache(tmp_path):
     cache.get_many(paths)
     assert cache.made == made
     assert not Path(tmp_path / "missing.png").exists() and cache.get(tmp_path / "missing.png").problem
+
+
+_SERVER = """
+import sys, time
+from lora_trainer.dataset.thumbnails import ThumbnailCache
+cache = ThumbnailCache(size=32)
+print(cache.folder, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_servers_thumbnail_folder_is_removed_by_the_next_one_and_a_running_ones_kept(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    servers = [subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True, env=env,
+                                cwd=Path(__file__).resolve().parents[2]) for _ in range(2)]
+    killed, running = (Path(s.stdout.readline().strip()) for s in servers)
+    try:
+        assert killed.is_dir() and killed.parent == tmp_path and str(servers[0].pid) in killed.name
+        servers[0].send_signal(signal.SIGKILL)  # no exit handler runs: the folder stays behind
+        servers[0].wait(timeout=30)
+        assert killed.is_dir()
+
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        fresh = ThumbnailCache(size=32)
+
+        assert not killed.exists() and running.is_dir() and fresh.folder.is_dir()
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(timeout=30)
