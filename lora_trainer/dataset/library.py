@@ -65,19 +65,21 @@ class EditReport:
 
 
 def in_parallel(function, items: Sequence, workers: int = 4, probe: int = 64, slow_s: float = 0.0004) -> List:
-    """`[function(x) for x in items]` for many small file operations. The first `probe` items
-    run in this thread and are timed: on a fast local disk that is also the fastest way for
-    the rest; where each one waits on storage (a network share, a busy disk) the rest is
-    spread over a few threads, which overlap those waits."""
+    """`[function(x) for x in items]` for many small file operations, in order. They run in
+    this thread, `probe` at a time and timed: on a fast local disk that is the fastest way. Once
+    a batch is slow (each one waits on storage: a network share, a disk busy writing back), the
+    rest is spread over a few threads, which overlap those waits; storage can turn slow half way
+    through 10,000 writes, so every batch is timed, not only the first."""
     items = list(items)
-    if len(items) <= probe:
-        return [function(item) for item in items]
-    started = time.perf_counter()
-    head = [function(item) for item in items[:probe]]
-    if (time.perf_counter() - started) / probe < slow_s:
-        return head + [function(item) for item in items[probe:]]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return head + list(pool.map(function, items[probe:], chunksize=64))
+    done: List = []
+    while len(done) < len(items):
+        batch = items[len(done):len(done) + probe]
+        started = time.perf_counter()
+        done.extend(function(item) for item in batch)
+        if (time.perf_counter() - started) / len(batch) >= slow_s and len(done) < len(items):
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                done.extend(pool.map(function, items[len(done):], chunksize=64))
+    return done
 
 
 def read_captions(entries: Sequence[ImageEntry]) -> List[Caption]:

@@ -259,6 +259,27 @@ def test_overlapped_file_operations_keep_order_on_both_paths(tmp_path):
     assert in_parallel(lambda n: n * 2, items, slow_s=0.0) == [n * 2 for n in items]  # threads after the probe
 
 
+def test_file_operations_that_turn_slow_half_way_are_overlapped_from_then_on():
+    """Storage busy writing back makes each write wait; that can start after the first batch."""
+    import threading
+    import time as clock
+
+    from lora_trainer.dataset.library import in_parallel
+
+    threads = {}
+
+    def op(n):
+        if n >= 128:
+            clock.sleep(0.002)  # the disk got busy
+        threads[n] = threading.get_ident()
+        return n * 2
+
+    items = list(range(512))
+    assert in_parallel(op, items) == [n * 2 for n in items]
+    assert {threads[n] for n in range(128)} == {threading.get_ident()}  # fast: in this thread
+    assert len({threads[n] for n in range(192, 512)}) > 1  # slow: spread over threads
+
+
 def test_no_edit_without_an_undo_record(tmp_path):
     root, folder = make(tmp_path, {"a": b"x"})
     (root / STATE_FOLDER).write_text("a file where the state folder should be")
