@@ -15,8 +15,8 @@ from typing import Iterator, Union
 from lora_trainer.errors import StorageError
 
 PathLike = Union[str, Path]
-LEFTOVER_SUFFIXES = (".tmp", ".old")
-PID_MAX = 1 << 22  # Linux's limit; larger numbers in a temp name are counters, not pids  # ".old": a state folder being replaced when the writer died
+LEFTOVER_SUFFIXES = (".tmp", ".old")  # ".old": a state folder being replaced when the writer died
+PID_MAX = 1 << 22  # Linux's limit; larger numbers in a temp name are counters, not pids
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or choose another output folder",
     errno.EDQUOT: "the disk quota is used up: free some space or choose another output folder",
@@ -44,10 +44,14 @@ def temp_sibling(path: PathLike, tag: str = "tmp") -> Path:
 def write_atomically(path: PathLike, data: bytes, fsync: bool = True) -> Path:
     """Write `data` to a temp file beside `path`, fsync, then rename over: never a half file.
 
-    A failure (full disk, file-size limit, permissions) raises `StorageError` and leaves the
-    previous file and no temp file behind.
+    The folder is created if missing. A failure (full disk, file-size limit, permissions)
+    raises `StorageError` and leaves the previous file and no temp file behind.
     """
     path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(path.parent, exc) from exc
     temp = temp_sibling(path)
     try:
         with open(temp, "wb") as handle:

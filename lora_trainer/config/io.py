@@ -193,9 +193,7 @@ def to_toml(config: Union[TrainConfig, Dict[str, Dict[str, Any]]], comments: boo
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """UTF-8 text through `files.write_atomically`: readers never see half a file, and the pid-named
     temp a killed writer leaves is removed by the next `clean_stale_temp_files` of that folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(path.parent)
+    clean_stale_temp_files(Path(path).parent)
     return write_atomically(path, text.encode("utf-8"))
 
 

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from lora_trainer.dataset.images import content_hash  # noqa: F401  (re-exported: the cache key of an image)
-from lora_trainer.files import clean_stale_temp_files, storage_error, write_atomically
+from lora_trainer.files import clean_stale_temp_files, write_atomically
 
 Bucket = Tuple[int, int]
 
@@ -33,10 +33,6 @@ def vae_identity(vae) -> str:
 def _save(path: Path, tensors: Dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(path.parent, exc) from exc
     write_atomically(path, save({k: v.contiguous() for k, v in tensors.items()}), fsync=False)  # a cache: no fsync
 
 

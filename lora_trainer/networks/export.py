@@ -13,7 +13,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from lora_trainer.files import clean_stale_temp_files, storage_error, write_atomically  # noqa: F401 (re-exported)
+from lora_trainer.files import write_atomically
 from lora_trainer.models.families import ModelConfig
 from lora_trainer.networks.adapters import ADAPTER, AdapterSet
 from lora_trainer.networks.kohya_names import kohya_name
@@ -111,10 +111,6 @@ def save_lora(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, 
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; choose another output name or allow overwriting")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(path.parent, exc) from exc
     metadata = with_hashes(tensors, {k: str(v) for k, v in metadata.items()})
     write_atomically(path, save(tensors, metadata=metadata))
     return path

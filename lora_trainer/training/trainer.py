@@ -133,6 +133,10 @@ def _param_groups(adapters: AdapterSet, config) -> List[Dict]:
 Encoding = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (hidden states, pooled)
 
 
+def _nbytes(entry: Encoding) -> int:
+    return sum(t.numel() * t.element_size() for t in entry if t is not None)
+
+
 class Conditioner:
     """Caption -> conditioning; frozen text encoders' outputs are kept per caption.
 
@@ -165,13 +169,13 @@ class Conditioner:
         with torch.no_grad():
             encoded = self.encode([caption])
         entry = (encoded.hidden_states, encoded.pooled)
-        size = sum(t.numel() * t.element_size() for t in entry if t is not None)
+        size = _nbytes(entry)
         if size <= self.cache_bytes:
             self._cache[caption] = entry
             self._cached_bytes += size
             while self._cached_bytes > self.cache_bytes:
                 _, dropped = self._cache.popitem(last=False)
-                self._cached_bytes -= sum(t.numel() * t.element_size() for t in dropped if t is not None)
+                self._cached_bytes -= _nbytes(dropped)
         return entry
 
     def precompute(self, captions: Sequence[str]) -> bool:
@@ -186,7 +190,7 @@ class Conditioner:
             with torch.no_grad():
                 encoded = self.encode([caption])
             entry = (encoded.hidden_states.cpu(), None if encoded.pooled is None else encoded.pooled.cpu())
-            total += sum(t.numel() * t.element_size() for t in entry if t is not None)
+            total += _nbytes(entry)
             if total > self.cache_bytes:
                 return False
             kept[caption] = entry
