@@ -7,10 +7,11 @@ FLOP efficiency is the step's counted FLOPs per second over a matmul's FLOP/s in
 Beside it, the roofline: a LoRA step must read every frozen weight at least twice (forward,
 and backward for the input gradient), so `2 x weight bytes / read bandwidth` (measured here) is
 a floor on its time; the step's FLOPs over `max(floor, FLOPs / matmul peak)` is the efficiency
-against what this machine allows for that step. Measured here, the floor is well below the
-step time even at batch 1: what is slow are PyTorch's CPU kernels for inputs with few positions
-(the UNet's deepest levels are 2x2 and 1x1 at 64 px: an im2col convolution and matrix products
-with 1 to 16 rows that run at a fraction of the matmul rate); at batch 8 they are not.
+against what this machine allows for that step. At 64 px the UNet's deepest levels are 2x2 and
+1x1 maps, where PyTorch's CPU convolutions ran at a tenth of the matmul rate; the loop computes
+those as one matrix product (`training/cpu_convs.py`), executing the same counted FLOPs. What
+is left at batch 1 are matrix products with 1 to 4 rows over the largest weights (the BLAS
+streams them at a quarter of the read bandwidth); at batch 8 the step is compute-bound.
 """
 
 import random

@@ -29,6 +29,7 @@ from lora_trainer.errors import StorageError, UserError
 from lora_trainer.networks.adapters import AdapterSet, NetworkSpec, inject
 from lora_trainer.training import loss as losses
 from lora_trainer.training import noise as noises
+from lora_trainer.training.cpu_convs import TinyMapConvs
 from lora_trainer.training.data import TrainItem, collate_latents, epoch_batches, steps_per_epoch
 from lora_trainer.training.distributed import Processes, SingleProcess, pick_device, processes_for, stop_on_signals
 from lora_trainer.training.events import EventBus, Listener
@@ -268,6 +269,7 @@ class Loop:
                                          int(config.train.lr_scheduler_num_cycles),
                                          float(config.train.lr_scheduler_power))
         self.conditioner = Conditioner(bundle, config, any(n != "unet" for n in adapters.tuners))
+        self.tiny_maps = TinyMapConvs(bundle.unet, ctx.device)  # after `inject`: the adapters' convs too
         self.precision = autocast_precision(config.train.mixed_precision, next(bundle.unet.parameters()).dtype)
         if self.precision != config.train.mixed_precision:
             ctx.events.warning(f"the base model's weights are {self.precision}: training with {self.precision} autocast "
@@ -325,7 +327,8 @@ class Loop:
         target = losses.training_target(scheduler, latents, noise, timesteps)
         with self._autocast():
             cond = self.conditioner(captions)
-            prediction = bundle.unet(noisy.to(dtype), timesteps, **_unet_kwargs(bundle, items, cond, ctx.device, dtype)).sample
+            with self.tiny_maps.active():
+                prediction = bundle.unet(noisy.to(dtype), timesteps, **_unet_kwargs(bundle, items, cond, ctx.device, dtype)).sample
         per_sample = losses.per_sample_loss(prediction, target, config.train.loss_type,
                                             float(config.train.huber_c))
         weights = losses.loss_weights(scheduler, timesteps, float(config.train.min_snr_gamma),
@@ -356,7 +359,8 @@ class Loop:
             if not torch.isfinite(loss):
                 total = float("nan")
                 break
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            with self.tiny_maps.active():  # the same kernels when checkpointing recomputes the forward
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
         total = self.processes.sum(total)  # every rank decides on the same value
         if not math.isfinite(total):
