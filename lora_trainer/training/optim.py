@@ -23,7 +23,7 @@ def build_optimizer(name: str, param_groups: List[Dict], weight_decay: float = 0
     """`param_groups` carry their own `lr` (UNet and text encoders train at different rates)."""
     name = name.lower()
     if name == "adamw":
-        return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+        return _adamw(param_groups, weight_decay)
     if name == "adamw8bit":
         if device_type != "cuda":
             raise UserError("adamw8bit (bitsandbytes) runs only on CUDA GPUs; choose adamw, lion, prodigy or adafactor here")
@@ -49,6 +49,30 @@ def build_optimizer(name: str, param_groups: List[Dict], weight_decay: float = 0
 
         return Adafactor(param_groups, scale_parameter=False, relative_step=False, warmup_init=False, weight_decay=weight_decay)
     raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _torch_version() -> tuple:
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def _fused_adamw_runs_on(params: List[torch.Tensor]) -> bool:
+    """torch has a fused AdamW for floating-point tensors on CUDA, and on the CPU since 2.4."""
+    devices = {p.device.type for p in params}
+    allowed = {"cuda"} | ({"cpu"} if _torch_version() >= (2, 4) else set())
+    return bool(params) and devices <= allowed and all(torch.is_floating_point(p) for p in params)
+
+
+def _adamw(param_groups: List[Dict], weight_decay: float) -> torch.optim.AdamW:
+    """torch's fused AdamW where it has one (a LoRA has hundreds of small tensors: on the CPU
+    the per-tensor loop took 18 ms a step on a tiny model, fused 2 ms); the plain one elsewhere.
+    Same update, same state dict."""
+    groups = [dict(group, params=list(group["params"])) for group in param_groups]
+    if _fused_adamw_runs_on([p for group in groups for p in group["params"]]):
+        try:
+            return torch.optim.AdamW([dict(group) for group in groups], weight_decay=weight_decay, fused=True)
+        except RuntimeError:  # a build without the kernel refuses at once
+            pass
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
