@@ -64,9 +64,9 @@ def _forward(conv: torch.nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
 
 class TinyMapConvs:
     """The plain `Conv2d` layers of a UNet (adapters' included) with `MIN_WEIGHTS` or more,
-    each computed by `conv2d_as_matmul` while `active()`. An instance attribute shadows the class's `forward`
-    for that time only, so nothing else pays for it (a function mode would tax every operation:
-    +20 % on a tiny model's step); nothing to do off the CPU."""
+    each computed by `conv2d_as_matmul` while `active()`. An instance attribute shadows the
+    class's `forward` for that time only, so nothing else pays for it (a function mode would tax
+    every operation: +20 % on a tiny model's step); nothing to do off the CPU."""
 
     def __init__(self, root: torch.nn.Module, device: torch.device):
         self.convs: List[torch.nn.Conv2d] = []

@@ -253,8 +253,8 @@ def gradient_norm(params: List[torch.Tensor], max_norm: float) -> torch.Tensor:
     """The total L2 norm of the gradients, which are scaled down to `max_norm` when it is above 0
     and they are above it (`clip_grad_norm_`'s factor). NaN or inf when any gradient is: the one
     number the NaN guard needs. The norm is read anyway (the guard), so unlike `clip_grad_norm_`
-    the gradients are not multiplied by 1 when there is nothing to clip (on a tiny model that
-    pass over hundreds of small tensors was 4 % of a step)."""
+    the gradients are not multiplied by 1 when there is nothing to clip (one pass less over
+    hundreds of small tensors)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
