@@ -93,7 +93,7 @@ def test_train_stop_resume_and_test_grid(server, page):
 
     _tab(page, "Settings")
     _set(page, "train_lora_output_name", "browser_lora")
-    _set(page, "train_lora_train_max_steps", 20)
+    _set(page, "train_lora_train_max_steps", 60)  # long enough that Stop lands mid-run (tiny steps take ~0.2 s)
     _set(page, "train_lora_dataset_resolution", 64)
     _set(page, "train_lora_train_unet_lr", 0.001)
     page.locator("#train_lora_advanced").get_by_text("Advanced").first.click()
@@ -121,7 +121,7 @@ def test_train_stop_resume_and_test_grid(server, page):
     _tab(page, "Train")
     page.locator("#train_lora_resume").click()
     done = _wait(page, lambda t: "Done" in t, what="the resumed run to finish")
-    assert "20/20" in done
+    assert "60/60" in done
     lora = out / "browser_lora.safetensors"
     assert lora.is_file()
     assert page.locator("#train_lora_output textarea").first.input_value() == str(lora)
