@@ -92,3 +92,15 @@ def test_a_step_over_a_tiny_map_matches_pytorch_and_the_layers_are_left_as_they_
 
 def test_nothing_is_changed_off_the_cpu():
     assert TinyMapConvs(_DeepLevel(), torch.device("meta")).convs == []
+
+
+def test_under_bf16_autocast_the_product_runs_in_bf16_like_the_convolution():
+    torch.manual_seed(0)
+    model = _DeepLevel()
+    x = torch.randn(2, 256, 2, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.conv1(x)
+        with TinyMapConvs(model, torch.device("cpu")).active():
+            out = model.conv1(x)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
