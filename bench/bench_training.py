@@ -105,15 +105,18 @@ def _timing(loop) -> Iterator[List[float]]:
                 spent.append(time.perf_counter() - started)
         return wrapper
 
-    backward, optimizer = torch.Tensor.backward, loop.optimizer
-    loop.micro_loss, loop.clip_gradients = timed(loop.micro_loss), timed(loop.clip_gradients)
-    optimizer.step, optimizer.zero_grad = timed(optimizer.step), timed(optimizer.zero_grad)
-    torch.Tensor.backward = timed(backward)
+    # (owner, attribute): what each was is put back after, the LR scheduler's own wrapper of
+    # `optimizer.step` included
+    targets = [(loop, "micro_loss"), (loop, "clip_gradients"), (loop.optimizer, "step"),
+               (loop.optimizer, "zero_grad"), (torch.Tensor, "backward")]
+    originals = [getattr(owner, name) for owner, name in targets]
+    for (owner, name), original in zip(targets, originals):
+        setattr(owner, name, timed(original))
     try:
         yield spent
     finally:
-        torch.Tensor.backward = backward
-        del loop.micro_loss, loop.clip_gradients, optimizer.step, optimizer.zero_grad
+        for (owner, name), original in zip(targets, originals):
+            setattr(owner, name, original)
 
 
 def _efficiency(name: str, percent: float, judged: bool) -> Result:

@@ -16,6 +16,8 @@ def test_adamw_updates_match_torchs_plain_adamw():
     ours, reference = _params(), _params()
     groups = [{"params": ours[:2], "lr": 1e-2}, {"params": ours[2:], "lr": 5e-3}]
     optimizer = build_optimizer("adamw", groups, weight_decay=0.01)
+    cpu_kernel = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)
+    assert bool(optimizer.defaults.get("fused")) == cpu_kernel  # the fast kernel wherever this torch has it
     plain = torch.optim.AdamW([{"params": reference[:2], "lr": 1e-2}, {"params": reference[2:], "lr": 5e-3}],
                               weight_decay=0.01, foreach=False)
     for step in range(5):
